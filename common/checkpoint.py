@@ -1,0 +1,139 @@
+"""Atomic checkpoints, resume from the newest loadable one, and encoder export.
+
+Nothing already written is ever lost: saves go to a temporary file that is renamed over
+the target only once complete, a corrupt checkpoint is skipped (never deleted), and an
+existing exported encoder with other weights is kept beside the new one.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+ENCODER_FORMAT = "ssl-vit-encoder/1"
+_CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """Write `obj` with torch.save so that `path` is either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class CheckpointManager:
+    """`run_dir/checkpoints/step_XXXXXXXXX.pt`, newest first on resume."""
+
+    def __init__(self, run_dir: str | os.PathLike, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"train.keep_checkpoints must be >= 1, got {keep}")
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep = keep
+
+    def path_for(self, step: int) -> Path:
+        return self.dir / f"step_{step:09d}.pt"
+
+    def list(self) -> list[tuple[int, Path]]:
+        """All checkpoint files, newest (highest step) first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := _CKPT_RE.match(p.name))]
+        return sorted(found, reverse=True)
+
+    def save(self, state: dict, step: int) -> Path:
+        target = self.path_for(step)
+        if target.exists():
+            # A file already at this step was skipped as unloadable on resume: keep it for
+            # inspection instead of overwriting it.
+            target.rename(target.with_name(target.name + ".corrupt"))
+        atomic_torch_save(state, target)
+        self._prune()
+        return target
+
+    def _prune(self) -> None:
+        for _, old in self.list()[self.keep:]:
+            old.unlink()
+
+    def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[dict, Path] | None:
+        """The newest checkpoint that loads; unloadable ones are reported and left in place."""
+        for step, path in self.list():
+            try:
+                state = torch.load(path, map_location=map_location, weights_only=False)
+            except Exception as exc:  # truncated zip, pickle error, ...
+                log.warning("skipping unloadable checkpoint %s (%s: %s); trying an older one",
+                            path, type(exc).__name__, exc)
+                continue
+            if not isinstance(state, dict) or state.get("step") != step:
+                log.warning("skipping checkpoint %s: its content does not match its name", path)
+                continue
+            return state, path
+        return None
+
+
+def export_encoder(vit, path: str | os.PathLike, meta: dict) -> str:
+    """Save the evaluation encoder (architecture + timm-keyed state dict + meta); returns its sha256."""
+    path = Path(path)
+    payload = {
+        "format": ENCODER_FORMAT,
+        "arch": dict(vit.arch),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in vit.state_dict().items()},
+        "meta": dict(meta),
+    }
+    if path.exists():
+        old_sha = sha256_file(path)
+        kept = path.with_name(f"{path.stem}.{old_sha[:12]}{path.suffix}")
+        if not kept.exists():
+            path.replace(kept)
+            log.warning("an encoder already existed at %s; kept it as %s", path, kept)
+    atomic_torch_save(payload, path)
+    digest = sha256_file(path)
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
+def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Rebuild the exported encoder. Returns (vit in eval mode, meta, sha256 of the file)."""
+    from common.vit import ViT, load_state_dict_checked
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no encoder file at {path}: train a run (python <paper>/launch.py) or `dvc pull` it first")
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
+        keys = sorted(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(
+            f"{path} is not an exported encoder (format {ENCODER_FORMAT!r}; found {keys}). "
+            "Export one with common.checkpoint.export_encoder, or convert an official checkpoint "
+            "with eval/checkpoints.py")
+    vit = ViT(**payload["arch"])
+    load_state_dict_checked(vit, payload["state_dict"])
+    vit.eval()
+    return vit, payload["meta"], sha256_file(path)

@@ -1,0 +1,262 @@
+"""The CLI every paper reuses: `python <paper>/launch.py [--slurm | --local] [--dry-run] [k=v ...]`.
+
+An experiment (a table or a figure) is a set of runs (`cfg.runs`: name -> overrides). Each
+run is one job: train (or resume) and then evaluate with every protocol of `cfg.eval`.
+Jobs go in-process, through torchrun (several local processes), through submitit's local
+or debug executors, or to SLURM as one job array. A SLURM job that reaches its time limit
+or is preempted requeues itself and resumes from its run directory, which is named by the
+run, never by the time.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from common.config import ConfigError, config_hash, load_config
+
+
+@dataclass
+class RunSpec:
+    name: str
+    overrides: list[str]
+    cfg: DictConfig = field(repr=False)
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    return f"{cfg.method.name}-{cfg.scale_name}-{config_hash(cfg)[:8]}"
+
+
+def plan_runs(paper: str, overrides: list[str]) -> list[RunSpec]:
+    """Expand the experiment selected by `overrides` into its runs (each fully resolved)."""
+    base = load_config(paper, overrides)
+    table = OmegaConf.to_container(base.runs, resolve=True) if base.get("runs") else {}
+    if not table:
+        name = base.run_name or default_run_name(base)
+        return [RunSpec(name, [*overrides, f"run_name={name}"],
+                        load_config(paper, [*overrides, f"run_name={name}"]))]
+    specs = []
+    for name, run_overrides in table.items():
+        full = [*overrides, *(run_overrides or []), f"run_name={name}"]
+        try:
+            specs.append(RunSpec(name, full, load_config(paper, full)))
+        except ConfigError as exc:
+            raise ConfigError(f"run {name!r} of experiment {base.experiment_name!r}: {exc}") from None
+    return specs
+
+
+def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
+    protocols = list(cfg.eval.get("protocols", []))
+    if not protocols:
+        return []
+    from eval.api import evaluate  # eval builds on common, so it is imported only when needed
+
+    out_dir = Path(cfg.results_root) / cfg.paper / cfg.run_name
+    run_info = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
+                "experiment": cfg.experiment_name, "config_hash": summary["config_hash"],
+                "train_time_s": summary.get("train_time_s"),
+                "train_peak_memory_mb": summary.get("peak_memory_mb"),
+                "train_hardware": summary.get("hardware")}
+    records = []
+    for protocol in protocols:
+        records += evaluate(summary["encoder"], protocol, cfg.eval, out_dir=out_dir, run_info=run_info)
+    return records
+
+
+class TrainEvalJob:
+    """One run: train (resuming if possible), then evaluate. Picklable for submitit."""
+
+    def __init__(self, paper: str, overrides: list[str]):
+        self.paper, self.overrides = paper, list(overrides)
+
+    def __call__(self) -> dict:
+        from common import dist
+        from common.train import train
+
+        if "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            import submitit
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        cfg = load_config(self.paper, self.overrides)
+        summary = train(cfg)
+        if dist.is_main():
+            summary["records"] = len(_evaluate(cfg, summary))
+        dist.cleanup()
+        return summary
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit calls this on the pre-timeout/preemption signal: requeue the same run.
+
+        The periodic checkpoints in the run directory hold the exact position, so the
+        requeued job continues the same trajectory.
+        """
+        import submitit
+        return submitit.helpers.DelayedSubmission(TrainEvalJob(self.paper, self.overrides))
+
+
+def executor_parameters(cluster: DictConfig) -> dict:
+    """submitit parameters from the `cluster` config group."""
+    params = {"timeout_min": int(cluster.timeout_min), "nodes": int(cluster.nodes),
+              "tasks_per_node": int(cluster.tasks_per_node), "cpus_per_task": int(cluster.cpus_per_task),
+              "mem_gb": float(cluster.mem_gb), "name": "ssl-vit"}
+    if int(cluster.gpus_per_node):
+        params["gpus_per_node"] = int(cluster.gpus_per_node)
+    if cluster.executor == "slurm":
+        params["slurm_signal_delay_s"] = int(cluster.signal_delay_s)
+        params["slurm_array_parallelism"] = int(cluster.array_parallelism)
+        params["slurm_max_num_timeout"] = int(cluster.max_requeue)
+        for key in ("partition", "account", "qos", "constraint", "exclude"):
+            if cluster.get(key):
+                params[f"slurm_{key}"] = str(cluster[key])
+        if cluster.get("additional"):
+            params["slurm_additional_parameters"] = OmegaConf.to_container(cluster.additional)
+    return params
+
+
+def make_executor(cluster: DictConfig, folder: Path):
+    import submitit
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster.executor,
+                                     slurm_max_num_timeout=int(cluster.max_requeue)) \
+        if cluster.executor == "slurm" else submitit.AutoExecutor(folder=str(folder), cluster=cluster.executor)
+    executor.update_parameters(**executor_parameters(cluster))
+    return executor
+
+
+def sbatch_preview(cluster: DictConfig, folder: Path, n_jobs: int) -> str:
+    """The #SBATCH header submitit would write, without submitting anything."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params = {k.removeprefix("slurm_"): v for k, v in executor_parameters(cluster).items()
+              if k not in ("slurm_max_num_timeout",)}
+    params["signal_delay_s"] = params.pop("signal_delay_s", 90)
+    parallel = params.pop("array_parallelism", n_jobs)
+    params["array"] = f"0-{n_jobs - 1}%{min(parallel, n_jobs)}" if n_jobs > 1 else None
+    additional = params.pop("additional_parameters", None)
+    text = _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=str(folder),
+                               additional_parameters=additional,
+                               **{k: v for k, v in params.items() if v is not None})
+    return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
+
+
+def _run_torchrun(paper: str, overrides: list[str], nproc: int) -> dict:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "common.launch", "worker", paper, *overrides]
+    subprocess.run(cmd, check=True)
+    cfg = load_config(paper, overrides)
+    from common.train import run_dir_of
+    return json.loads((run_dir_of(cfg) / "done.json").read_text())
+
+
+def submit(paper: str, specs: list[RunSpec], cluster: DictConfig, wait: bool = True) -> list[dict]:
+    """Send the runs to an executor; with several runs on SLURM they form one job array."""
+    if cluster.executor == "inprocess":
+        results = []
+        for spec in specs:
+            nproc = int(cluster.tasks_per_node) * int(cluster.nodes)
+            results.append(_run_torchrun(paper, spec.overrides, nproc) if nproc > 1
+                           else TrainEvalJob(paper, spec.overrides)())
+        return results
+    folder = Path(cluster.folder).absolute() / "%j"
+    executor = make_executor(cluster, folder)
+    jobs = []
+    with executor.batch():
+        for spec in specs:
+            jobs.append(executor.submit(TrainEvalJob(paper, spec.overrides)))
+    for spec, job in zip(specs, jobs):
+        print(f"submitted {spec.name}: job {job.job_id}, logs {job.paths.stdout}", flush=True)
+    if not wait:
+        return []
+    results, failures = [], []
+    for spec, job in zip(specs, jobs):
+        try:
+            results.append(job.result())
+        except Exception as exc:
+            failures.append(f"run {spec.name} (job {job.job_id}) failed: {str(exc).strip().splitlines()[-1]}\n"
+                            f"  stderr log: {job.paths.stderr}\n  stdout log: {job.paths.stdout}")
+    if failures:
+        raise JobFailure("\n".join(failures))
+    return results
+
+
+class JobFailure(RuntimeError):
+    pass
+
+
+def render_tables(paper: str, experiment: str) -> str | None:
+    try:
+        tables = importlib.import_module(f"{paper}.tables")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{paper}.tables":
+            return None
+        raise
+    return tables.render(experiment) if hasattr(tables, "render") else None
+
+
+def build_parser(paper: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python {paper.replace('.', '/')}/launch.py",
+        description=f"Train and evaluate {paper} runs. Without arguments: the mini comparison.",
+        epilog="Overrides are Hydra key=value pairs, e.g. experiment=table1 scale=smoke train.epochs=2")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--slurm", action="store_true", help="submit to SLURM (one job array per table)")
+    where.add_argument("--local", action="store_true", help="run here (the default)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config of every run (and sbatch parameters) and exit")
+    p.add_argument("--no-wait", action="store_true", help="with --slurm: return after submitting")
+    p.add_argument("overrides", nargs="*", help="key=value")
+    return p
+
+
+def main(paper: str, argv: list[str] | None = None) -> None:
+    args = build_parser(paper).parse_args(argv)
+    overrides = list(args.overrides)
+    if args.slurm:
+        overrides.append("cluster=slurm")
+    elif args.local:
+        overrides.append("cluster=local")
+    try:
+        specs = plan_runs(paper, overrides)
+    except ConfigError as exc:
+        sys.exit(f"config error: {exc}")
+    cluster = specs[0].cfg.cluster
+    experiment = specs[0].cfg.experiment_name
+    if args.dry_run:
+        for spec in specs:
+            print(f"# ---- run {spec.name} (config hash {config_hash(spec.cfg)})")
+            print(OmegaConf.to_yaml(spec.cfg, resolve=True))
+        if cluster.executor == "slurm":
+            print(f"# ---- sbatch parameters ({len(specs)} run(s) as one job array)")
+            print(sbatch_preview(cluster, Path(cluster.folder) / "%j", len(specs)))
+        return
+    try:
+        submit(paper, specs, cluster, wait=not args.no_wait)
+    except JobFailure as exc:
+        sys.exit(f"error: {exc}")
+    except Exception:
+        traceback.print_exc()
+        sys.exit(f"error: {paper} run failed (traceback above)")
+    if args.no_wait:
+        return
+    table = render_tables(paper, experiment)
+    if table:
+        print(table)
+
+
+def _worker(argv: list[str]) -> None:
+    """Entry of each torchrun process: `python -m common.launch worker <paper> [k=v ...]`."""
+    paper, overrides = argv[0], argv[1:]
+    TrainEvalJob(paper, overrides)()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        _worker(sys.argv[2:])
+    else:
+        sys.exit("usage: python -m common.launch worker <paper> [key=value ...]")

@@ -1,0 +1,378 @@
+"""The one training loop. It drives any method through the protocol of docs/CONTRACTS.md.
+
+Reproducibility: each sample's augmentation is seeded from (seed, epoch, index), each
+collate call (masks) from (seed, epoch, first index), and each step's model randomness
+(drop path, MAE masking) from (seed, step, rank). Together with the data position stored
+in the checkpoint, a resumed run continues the exact trajectory of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from common import dist
+from common.checkpoint import CheckpointManager, export_encoder
+from common.config import config_hash, save_run_config
+from common.data import ResumableDistributedSampler
+from common.optim import apply_schedule, build_optimizer, scaled_lr
+from common.schedules import cosine_schedule
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers, stable across processes and Python versions."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class SeededDataset(Dataset):
+    """Seeds the global RNGs from (seed, epoch, index) before each sample's transform."""
+
+    def __init__(self, dataset, seed: int, epoch: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        seed_everything(_mix(self.seed, self.epoch, index))
+        return index, self.dataset[index]
+
+
+class SeededCollate:
+    def __init__(self, collate_fn, seed: int, epoch: int):
+        self.collate_fn = collate_fn or torch.utils.data.default_collate
+        self.seed, self.epoch = seed, epoch
+
+    def __call__(self, items):
+        indices = [i for i, _ in items]
+        seed_everything(_mix(self.seed, self.epoch, 0x5EED, indices[0], len(indices)))
+        return self.collate_fn([sample for _, sample in items])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
+    return device
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    raise ValueError(f"train.precision must be fp32, bf16 or fp16, got {precision!r}")
+
+
+def move_to(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
+def split_batch(batch, parts: int, size: int):
+    """Split every tensor whose first dimension is the batch size into `parts` micro-batches."""
+    if parts == 1:
+        return [batch]
+    if size % parts:
+        raise ValueError(f"per-process batch {size} is not divisible by optim.accum_steps={parts}")
+
+    def chunk(x, i):
+        if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == size:
+            step = size // parts
+            return x[i * step:(i + 1) * step]
+        if isinstance(x, dict):
+            return {k: chunk(v, i) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return type(x)(chunk(v, i) for v in x)
+        return x
+
+    return [chunk(batch, i) for i in range(parts)]
+
+
+def batch_size_of(batch) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    values = batch.values() if isinstance(batch, dict) else batch
+    for v in values:
+        with contextlib.suppress(ValueError):
+            return batch_size_of(v)
+    raise ValueError("could not find a batch dimension in the batch")
+
+
+def clip_gradients(params, max_norm: float, mode: str) -> float:
+    """Global-norm clipping, or DINO's per-parameter clipping. Returns the global norm before."""
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads]))
+    if max_norm > 0:
+        if mode == "global":
+            torch.nn.utils.clip_grad_norm_(grads, max_norm)
+        elif mode == "per_param":
+            for p in grads:
+                pn = torch.linalg.vector_norm(p.grad)
+                p.grad.mul_(torch.clamp(max_norm / (pn + 1e-6), max=1.0))
+        else:
+            raise ValueError(f"optim.clip_mode must be global or per_param, got {mode!r}")
+    return float(norm)
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha or "unknown") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    return f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()} threads={torch.get_num_threads()}"
+
+
+def peak_memory_mb() -> float:
+    import resource
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    return max(rss_kb / 1024, gpu)
+
+
+@dataclass
+class Plan:
+    """How the data maps to optimisation steps for this run."""
+    global_batch: int
+    per_rank_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def make_plan(cfg: DictConfig, dataset_len: int, world: int) -> Plan:
+    gb = int(cfg.data.batch_size)
+    if gb % world:
+        raise ValueError(f"data.batch_size={gb} (global) is not divisible by the {world} processes")
+    spe = dataset_len // gb
+    if spe == 0:
+        raise ValueError(f"the training set has {dataset_len} images, fewer than one global batch "
+                         f"(data.batch_size={gb}); lower data.batch_size")
+    total = spe * int(cfg.train.epochs)
+    warmup = int(round(float(cfg.optim.warmup_epochs) * spe))
+    return Plan(gb, gb // world, spe, total, warmup)
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    return Path(cfg.train.out_root) / cfg.paper / cfg.run_name
+
+
+class JsonlLogger:
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, file=sys.stderr,
+                mininterval=1.0)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train (or resume) the run described by `cfg`; returns a summary with the encoder path."""
+    denv = dist.init_distributed(timeout_s=float(cfg.train.get("dist_timeout_s", 120)))
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(denv.local_rank)
+    run_dir = run_dir_of(cfg)
+    main = dist.is_main()
+    if main:
+        digest = save_run_config(cfg, run_dir)
+    dist.barrier()
+    digest = config_hash(cfg)
+    done_file = run_dir / "done.json"
+    if done_file.exists():
+        summary = json.loads(done_file.read_text())
+        log.info("%s is already complete; reusing it", run_dir)
+        return summary
+
+    paper = importlib.import_module(f"{cfg.paper}.model")
+    seed = int(cfg.train.seed)
+    seed_everything(seed)
+    dataset, collate_fn = paper.build_train_data(cfg)
+    plan = make_plan(cfg, len(dataset), dist.world_size())
+    method = paper.build_method(cfg, plan.total_steps).to(device)
+    groups = method.param_groups()
+    params = [p for g in groups for p in g["params"]]
+    optimizer = build_optimizer(groups, cfg.optim)
+    base_lr = scaled_lr(float(cfg.optim.lr), plan.global_batch, ref=int(cfg.optim.ref_batch),
+                        rule=str(cfg.optim.lr_scaling))
+    use_scaler = cfg.train.precision == "fp16"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    step_fn = torch.compile(method.training_step) if cfg.train.compile else method.training_step
+
+    ckpts = CheckpointManager(run_dir, keep=int(cfg.train.keep_checkpoints))
+    step, epoch, batch_in_epoch = 0, 0, 0
+    resumed = ckpts.load_latest(map_location=device)
+    if resumed is not None:
+        state, path = resumed
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        log.info("resumed %s at step %d (epoch %d, batch %d)", path, step, epoch, batch_in_epoch)
+
+    def save(next_epoch: int, next_batch: int) -> None:
+        if not main:
+            return
+        ckpts.save({
+            "step": step, "epoch": next_epoch, "batch_in_epoch": next_batch,
+            "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
+            "config_hash": digest,
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state()},
+        }, step)
+
+    logger = JsonlLogger(run_dir / "log.jsonl", main)
+    sampler = ResumableDistributedSampler(len(dataset), num_replicas=dist.world_size(),
+                                          rank=dist.rank(), seed=seed, shuffle=True, drop_last=True)
+    bar = _progress(plan.total_steps, step, main and cfg.train.get("progress", True),
+                    f"{cfg.paper}/{cfg.run_name}")
+    accum = int(cfg.optim.accum_steps)
+    log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every_steps)
+    t_last, images_since = time.perf_counter(), 0
+    t_start = time.perf_counter()
+    method.train()
+    while epoch < int(cfg.train.epochs):
+        sampler.set_epoch(epoch)
+        sampler.set_start_batch(batch_in_epoch, plan.per_rank_batch)
+        loader = DataLoader(SeededDataset(dataset, seed, epoch), batch_size=plan.per_rank_batch,
+                            sampler=sampler, drop_last=True,
+                            collate_fn=SeededCollate(collate_fn, seed, epoch),
+                            num_workers=int(cfg.data.num_workers),
+                            persistent_workers=False, pin_memory=device.type == "cuda")
+        for batch in loader:
+            lr = cosine_schedule(step, plan.total_steps, base_lr, float(cfg.optim.min_lr),
+                                 plan.warmup_steps)
+            wd = cosine_schedule(step, plan.total_steps, float(cfg.optim.weight_decay),
+                                 float(cfg.optim.weight_decay_end), 0)
+            apply_schedule(optimizer, lr, wd)
+            torch.manual_seed(_mix(seed, 0xC0DE, step, dist.rank()))
+            batch = move_to(batch, device)
+            logs: dict[str, float] = {}
+            for micro in split_batch(batch, accum, plan.per_rank_batch):
+                with autocast_context(device, cfg.train.precision):
+                    out = step_fn(micro, step)
+                loss = out["loss"]
+                if not torch.isfinite(loss.detach()).all():
+                    last = ckpts.list()[0][1] if ckpts.list() else "none yet"
+                    logger.write({"step": step, "epoch": epoch, "error": f"non-finite loss {loss.item()}"})
+                    raise NonFiniteLossError(
+                        f"loss became {loss.item()} at step {step} (epoch {epoch}) of {run_dir}; "
+                        f"last good checkpoint: {last}. Lower optim.lr, raise optim.warmup_epochs "
+                        "or enable optim.clip_grad.")
+                scaler.scale(loss / accum).backward()
+                for k, v in out.items():
+                    logs[k] = logs.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / accum
+            dist.all_reduce_grads(params)
+            if hasattr(method, "cancel_gradients"):
+                method.cancel_gradients(step)
+            scaler.unscale_(optimizer)
+            logs["grad_norm"] = clip_gradients(params, float(cfg.optim.clip_grad), str(cfg.optim.clip_mode))
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            method.after_step(step)
+            step += 1
+            batch_in_epoch += 1
+            images_since += plan.global_batch
+            if bar is not None:
+                bar.update(1)
+            if step % log_every == 0 or step == plan.total_steps:
+                now = time.perf_counter()
+                record = {"step": step, "epoch": epoch, "lr": lr, "wd": wd,
+                          "img_per_s": images_since / max(now - t_last, 1e-9), **logs}
+                t_last, images_since = now, 0
+                logger.write(record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}",
+                                    img_s=f"{record['img_per_s']:.0f}")
+            if ckpt_every > 0 and step % ckpt_every == 0 and batch_in_epoch < plan.steps_per_epoch:
+                save(epoch, batch_in_epoch)
+        epoch += 1
+        batch_in_epoch = 0
+        save(epoch, 0)
+    if bar is not None:
+        bar.close()
+
+    summary = {"run_dir": str(run_dir), "steps": step, "config_hash": digest,
+               "train_time_s": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(),
+               "hardware": hardware(), "world_size": dist.world_size()}
+    if main:
+        meta = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
+                "config_hash": digest, "git_commit": git_commit(), "step": step,
+                **(method.export_meta() if hasattr(method, "export_meta") else {})}
+        summary["encoder"] = str(run_dir / "encoder.pt")
+        summary["encoder_sha256"] = export_encoder(method.encoder_for_eval(), run_dir / "encoder.pt", meta)
+        tmp = done_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(done_file)
+    dist.barrier()
+    return summary
+
+
+def final_loss(run_dir: Path) -> float:
+    """Last logged loss of a run, for tests and tables."""
+    lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return next(r["loss"] for r in reversed(lines) if "loss" in r)
+
