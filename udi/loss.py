@@ -1,0 +1,181 @@
+"""DINO and UDI losses over head logits (official ``main_udi.py`` ``UDILoss``, ``Centering``).
+
+Notation: ``H(p, q) = -sum p log q``; student probabilities ``softmax(x / tau_s)``; teacher
+probabilities ``softmax((x - c) / tau_t)`` with a center ``c`` kept as an exponential moving
+average (momentum 0.9) of the *un-centred* teacher logits of each batch.
+
+* DINO: cross-entropy between every teacher global view and every student view except the
+  same view, averaged over the pairs (22 pairs for 2 + 10 crops).
+* UDI adds, with one shared head and three centers ``[cls, mm, patch]``:
+  - ``L_patch``: student SRS outputs of global ``v`` against the teacher's SRS outputs at
+    the projected positions in global ``1 - v``, averaged over the valid samples;
+  - ``L_cls+``: the extra class token of every student view against a multimodal target
+    built in logit space, before centering,
+    ``t* = alpha * mean_valid(teacher patch logits in view u) + (1 - alpha) * teacher cls(u)``,
+    for each teacher global ``u`` other than the view itself (22 pairs);
+  - ``L = w_cls L_cls + w_cls+ L_cls+ + w_patch L_patch`` with ``w = 1/3`` each.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.dist import all_reduce_mean
+
+CENTER_NAMES = ("cls", "mm", "patch")
+MASKED_MEAN_EPS = 1e-5  # official denominator guard of the patch mean in the target
+
+
+def cross_entropy(target: torch.Tensor, student_logits: torch.Tensor, student_temp: float) -> torch.Tensor:
+    """``H(target, softmax(student / tau_s))`` per row (sum over the last dim)."""
+    return -(target * F.log_softmax(student_logits / student_temp, dim=-1)).sum(-1)
+
+
+def check_alpha(alpha: float) -> float:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"udi.blend_alpha must lie in [0, 1] (weight of the patch mean in the "
+                         f"multimodal target), got {alpha}")
+    return float(alpha)
+
+
+class Centers(nn.Module):
+    """Named EMA centers ``[len(names), K]`` of teacher logits; the batch means of a step are
+    staged by ``stage`` and applied by ``update`` (after the optimiser step), averaged over
+    processes."""
+
+    def __init__(self, names: tuple[str, ...], out_dim: int, momentum: float = 0.9):
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"center momentum must lie in [0, 1), got {momentum}")
+        self.names, self.momentum = tuple(names), float(momentum)
+        self.register_buffer("center", torch.zeros(len(names), out_dim))
+        self._staged: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.center[self.names.index(name)]
+
+    @torch.no_grad()
+    def stage(self, name: str, batch_mean: torch.Tensor) -> None:
+        self._staged[name] = batch_mean.detach().float()
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for name, batch_mean in self._staged.items():
+            i = self.names.index(name)
+            self.center[i].mul_(self.momentum).add_(all_reduce_mean(batch_mean), alpha=1 - self.momentum)
+        self._staged = {}
+
+
+def pairwise_view_loss(student: torch.Tensor, targets: torch.Tensor, student_temp: float,
+                       skip_same_view: bool = True) -> torch.Tensor:
+    """Mean over (teacher view u, student view v != u) pairs of the batch-mean cross-entropy.
+
+    ``student`` ``[V, B, K]`` logits, globals first in the teacher's order; ``targets``
+    ``[U, B, K]`` teacher probabilities.
+    """
+    terms = []
+    for u in range(targets.shape[0]):
+        for v in range(student.shape[0]):
+            if skip_same_view and u == v:
+                continue
+            terms.append(cross_entropy(targets[u], student[v], student_temp).mean())
+    return torch.stack(terms).mean()
+
+
+@dataclass
+class TeacherPatchLogits:
+    """Teacher SRS logits the UDI loss needs (see ``udi.model``).
+
+    ``global_logits`` ``[2, B, Mg, K]``: at the projections of student global ``v``'s samples
+    into global ``1 - v``; ``global_valid`` ``[2, B, Mg]``.  Locals are reduced on the fly
+    (the per-sample logits would not fit in memory at paper scale): ``local_sum``
+    ``[n, 2, B, K]`` is the sum over the valid samples of local ``k`` projected into global
+    ``v`` and ``local_count`` ``[n, 2, B]`` their number.
+    """
+
+    global_logits: torch.Tensor
+    global_valid: torch.Tensor
+    local_sum: torch.Tensor | None = None
+    local_count: torch.Tensor | None = None
+
+
+class UDILoss(nn.Module):
+    """UDI's three-term loss; ``num_cls_tokens=1`` drops ``L_cls+`` and ``include_patch=False``
+    drops ``L_patch`` (weights ``1 / number of terms`` unless given).  With one class token and
+    no patch term it is DINO's loss."""
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 alpha: float = 0.5, num_cls_tokens: int = 2, include_patch: bool = True,
+                 loss_weights: list[float] | None = None):
+        super().__init__()
+        if num_cls_tokens not in (1, 2):
+            raise ValueError(f"udi.num_cls_tokens must be 1 or 2, got {num_cls_tokens}")
+        if num_cls_tokens == 2 and not include_patch:
+            raise ValueError("the multimodal target of [CLS+] needs the patch predictions: "
+                             "set udi.include_patch=true or udi.num_cls_tokens=1")
+        self.alpha = check_alpha(alpha)
+        self.student_temp = student_temp
+        self.terms = ["cls"] + (["cls_plus"] if num_cls_tokens == 2 else []) + (["patch"] if include_patch else [])
+        if loss_weights is None:
+            loss_weights = [1.0 / len(self.terms)] * len(self.terms)
+        if len(loss_weights) != len(self.terms):
+            raise ValueError(f"udi.loss_weights needs {len(self.terms)} values for the terms {self.terms}, "
+                             f"got {list(loss_weights)}")
+        self.weights = dict(zip(self.terms, (float(w) for w in loss_weights)))
+        self.centers = Centers(CENTER_NAMES, out_dim, center_momentum)
+
+    def multimodal_targets(self, teacher_cls: torch.Tensor, patches: TeacherPatchLogits) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Un-centred multimodal logits: globals ``[2, B, K]`` (student global v, teacher 1-v),
+        locals ``[n, 2, B, K]`` (student local k, teacher v)."""
+        a = self.alpha
+        valid = patches.global_valid.unsqueeze(-1).to(patches.global_logits.dtype)
+        g_mean = (patches.global_logits * valid).sum(2) / (valid.sum(2) + MASKED_MEAN_EPS)
+        g_target = a * g_mean + (1 - a) * teacher_cls.flip(0)
+        if patches.local_sum is None:
+            return g_target, None
+        l_mean = patches.local_sum / (patches.local_count.unsqueeze(-1) + MASKED_MEAN_EPS)
+        l_target = a * l_mean + (1 - a) * teacher_cls.unsqueeze(0)
+        return g_target, l_target
+
+    def forward(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor, teacher_temp: float,
+                student_cls_plus: torch.Tensor | None = None, student_patch: torch.Tensor | None = None,
+                teacher_patch: TeacherPatchLogits | None = None) -> dict:
+        """``student_cls`` / ``student_cls_plus`` ``[2 + n, B, K]``; ``teacher_cls [2, B, K]``;
+        ``student_patch [2, B, Mg, K]`` (student global v's samples)."""
+        tau_s = self.student_temp
+
+        def sharpen(logits: torch.Tensor, center: str) -> torch.Tensor:
+            return F.softmax((logits - self.centers[center]) / teacher_temp, dim=-1)
+
+        out = {}
+        losses = {"cls": pairwise_view_loss(student_cls, sharpen(teacher_cls, "cls"), tau_s)}
+        self.centers.stage("cls", teacher_cls.flatten(0, 1).mean(0))
+        if "patch" in self.terms:
+            valid = teacher_patch.global_valid.to(student_patch.dtype)
+            per_slot = cross_entropy(sharpen(teacher_patch.global_logits, "patch"), student_patch, tau_s)
+            losses["patch"] = (per_slot * valid).sum() / valid.sum().clamp(min=1.0)
+            out["patch_valid_frac"] = float(valid.mean())
+            patch_sum = (teacher_patch.global_logits * valid.unsqueeze(-1)).sum((0, 1, 2))
+            patch_count = valid.sum()
+            if teacher_patch.local_sum is not None:
+                patch_sum = patch_sum + teacher_patch.local_sum.sum((0, 1, 2))
+                patch_count = patch_count + teacher_patch.local_count.sum()
+            self.centers.stage("patch", patch_sum / patch_count.clamp(min=1.0))
+        if "cls_plus" in self.terms:
+            g_target, l_target = self.multimodal_targets(teacher_cls, teacher_patch)
+            # pair student global v with its target (teacher 1-v); each local with both teachers
+            terms = [cross_entropy(sharpen(g_target[v], "mm"), student_cls_plus[v], tau_s).mean() for v in (0, 1)]
+            mm_vectors = [g_target]
+            if l_target is not None:
+                l_probs = sharpen(l_target, "mm")
+                for k in range(l_target.shape[0]):
+                    terms += [cross_entropy(l_probs[k, u], student_cls_plus[2 + k], tau_s).mean() for u in (0, 1)]
+                mm_vectors.append(l_target.flatten(0, 1))
+            losses["cls_plus"] = torch.stack(terms).mean()
+            self.centers.stage("mm", torch.cat(mm_vectors).flatten(0, 1).mean(0))
+        out["loss"] = sum(self.weights[name] * value for name, value in losses.items())
+        out.update({f"loss_{name}": value.detach() for name, value in losses.items()})
+        return out
