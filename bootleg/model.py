@@ -1,0 +1,288 @@
+"""Bootleg, I-JEPA and MAE (pixel or EMA-hidden targets) as one masked-prediction method.
+
+All four are: a student ViT encodes the context tokens, a narrow predictor (I-JEPA's
+predictor, which is also MAE's decoder) fills mask tokens at the target positions, and
+a regression loss compares its output with targets at those positions. They differ in
+the masks (collator) and the targets:
+
+* I-JEPA: the EMA teacher's final (normed) output, layer-normed, smooth-L1;
+* Bootleg: the EMA teacher's hidden states of K blocks, each normalised, concatenated
+  along channels (the predictor outputs K*D channels), MSE;
+* MAE: per-patch pixels (``targets=pixels``), MAE-EMA: a teacher hidden layer instead of
+  (``hidden``) or in addition to (``pixels+hidden``) the pixels (paper Figs. 2-3).
+
+MAE's "all masked tokens in one decoder pass" is the predictor with a single target
+block that holds every masked position.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from functools import partial
+
+import torch
+import torch.nn as nn
+from timm.layers import LayerNorm
+from timm.models.vision_transformer import Block
+from torchvision.transforms import v2
+
+from bootleg.loss import layer_weights, layerwise_loss, normalize_target, pixel_targets
+from bootleg.masks import MaskCollator, build_mask_generator
+from common.data import STATS, TransformedDataset, get_dataset, normalize, random_resized_crop
+from common.ema import ema_update, momentum_schedule
+from common.optim import param_groups as weight_decay_groups
+from common.vit import ViT, sincos_pos_embed_2d
+
+TARGET_KINDS = ("hidden", "pixels", "pixels+hidden")
+EVAL_ENCODERS = {"teacher": "teacher", "target": "teacher", "student": "student",
+                 "context": "student"}
+FINAL = "final"
+
+
+# ----------------------------------------------------------------------------- init
+def ijepa_init(module: nn.Module, blocks: nn.ModuleList, std: float = 0.02) -> None:
+    """I-JEPA's init: trunc-normal linear and conv weights, zero biases, unit LayerNorm,
+    then each block's residual projections divided by sqrt(2 * block index)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    with torch.no_grad():
+        for i, block in enumerate(blocks, start=1):
+            block.attn.proj.weight.div_(math.sqrt(2.0 * i))
+            block.mlp.fc2.weight.div_(math.sqrt(2.0 * i))
+
+
+# ----------------------------------------------------------------------------- predictor
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[B, N, C]`` at ``index`` ``[M, B, n]`` -> ``[M, B, n, C]``."""
+    M, B, n = index.shape
+    flat = x.unsqueeze(0).expand(M, -1, -1, -1).reshape(M * B, x.shape[1], x.shape[2])
+    picked = flat.gather(1, index.reshape(M * B, n, 1).expand(-1, -1, x.shape[2]))
+    return picked.view(M, B, n, x.shape[2])
+
+
+class Predictor(nn.Module):
+    """I-JEPA's ``VisionTransformerPredictor`` with a configurable output width.
+
+    The context embeddings (+ sin-cos position) are repeated once per target block; each
+    copy gets one learnable mask token (+ position) per target position, runs through the
+    blocks, and only the mask-token outputs are projected to ``out_dim`` channels.
+    """
+
+    def __init__(self, embed_dim: int, grid: tuple[int, int], out_dim: int, width: int = 384,
+                 depth: int = 6, num_heads: int = 6, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.embed = nn.Linear(embed_dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, width))
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(width, grid), persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(width, num_heads, mlp_ratio, qkv_bias=True, norm_layer=partial(LayerNorm, eps=1e-6))
+            for _ in range(depth))
+        self.norm = LayerNorm(width, eps=1e-6)
+        self.proj = nn.Linear(width, out_dim)
+        ijepa_init(self, self.blocks)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``z`` ``[B, Nc, D]`` at ``context`` ``[B, Nc]`` -> predictions ``[M, B, Nt, out]``."""
+        M, B, Nt = targets.shape
+        x = self.embed(z) + self.pos_embed[context]
+        queries = self.mask_token + self.pos_embed[targets]
+        x = torch.cat([x.unsqueeze(0).expand(M, -1, -1, -1), queries], dim=2)
+        x = x.reshape(M * B, -1, x.shape[-1])
+        for block in self.blocks:
+            x = block(x)
+        x = self.proj(self.norm(x[:, -Nt:]))
+        return x.view(M, B, Nt, -1)
+
+
+# ----------------------------------------------------------------------------- targets
+def resolve_target_layers(spec, depth: int, include_final: bool = False) -> list:
+    """Target list from ``method.target_layers``: 1-indexed blocks and/or ``final``.
+
+    ``spec`` is a list (or one entry) of: a block number, ``final`` (the final-norm output,
+    I-JEPA's target), ``all`` (every block) or ``even:K`` (K evenly spaced blocks ending at
+    the last one: ``even:4`` = 3, 6, 9, 12 at depth 12; every block when the encoder has
+    fewer than K, so one default serves every model size).
+    """
+    entries = [spec] if isinstance(spec, (str, int)) else list(spec)
+    layers = []
+    for entry in entries:
+        if isinstance(entry, str) and entry.startswith("even:"):
+            k = int(entry.split(":", 1)[1])
+            if k < 1:
+                raise ValueError(f"method.target_layers: {entry!r} needs K >= 1")
+            k = min(k, depth)
+            layers += [round(depth * i / k) for i in range(1, k + 1)]
+        elif entry == "all":
+            layers += list(range(1, depth + 1))
+        elif entry == FINAL or (isinstance(entry, int) and 1 <= entry <= depth):
+            layers.append(entry)
+        else:
+            raise ValueError(
+                f"method.target_layers: {entry!r} is not a block of the depth-{depth} encoder; "
+                f"use 1-indexed blocks 1..{depth}, 'final', 'all' or 'even:K'")
+    if include_final and FINAL not in layers:
+        layers.append(FINAL)
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"method.target_layers lists a layer twice: {layers}")
+    return layers
+
+
+class HiddenTargets(nn.Module):
+    """Teacher features at every position: ``[B, N, K*D]`` (concat) or ``[B, N, D]`` (mean).
+
+    Block ``i`` is the residual stream after block i; the last block is taken before the
+    final norm unless ``last_layer_source=post_norm``; ``final`` is the final-norm output
+    (I-JEPA's target). Each layer is normalised on its own before combining.
+    """
+
+    def __init__(self, layers: list, depth: int, norm: str, combine: str, last_layer_source: str):
+        super().__init__()
+        if combine not in ("concat", "mean"):
+            raise ValueError(f"method.target_combine={combine!r}; choose 'concat' or 'mean'")
+        if last_layer_source not in ("pre_norm", "post_norm"):
+            raise ValueError(f"method.last_layer_source={last_layer_source!r}; "
+                             f"choose 'pre_norm' or 'post_norm'")
+        normalize_target(torch.zeros(1, 2, 2), norm)  # rejects an unknown mode now, not mid-run
+        self.layers, self.depth, self.norm = layers, depth, norm
+        self.combine, self.last_layer_source = combine, last_layer_source
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.layers) if self.combine == "concat" else 1
+
+    @torch.no_grad()
+    def forward(self, teacher: ViT, images: torch.Tensor) -> torch.Tensor:
+        out = teacher(images, layers=[l for l in self.layers if l != FINAL], norm_layers=False)
+        P = out.num_prefix_tokens
+        feats = []
+        for layer in self.layers:
+            if layer == FINAL:
+                h = out.patches
+            else:
+                h = out.hidden[layer][:, P:]
+                if layer == self.depth and self.last_layer_source == "post_norm":
+                    h = teacher.norm(h)
+            feats.append(normalize_target(h, self.norm))
+        if self.combine == "mean":
+            return torch.stack(feats).mean(0)
+        return torch.cat(feats, dim=-1)
+
+
+# ----------------------------------------------------------------------------- method
+class MaskedPrediction(nn.Module):
+    """Student + predictor (+ EMA teacher) trained on collated context/target indices."""
+
+    def __init__(self, student: ViT, predictor: Predictor, hidden_targets: HiddenTargets | None,
+                 method_cfg, total_steps: int, meta: dict):
+        super().__init__()
+        self.student, self.predictor, self.hidden_targets = student, predictor, hidden_targets
+        self.teacher = None
+        if hidden_targets is not None:
+            self.teacher = copy.deepcopy(student).requires_grad_(False)
+            self.register_buffer("layer_weights", layer_weights(method_cfg.layer_weights,
+                                                                hidden_targets.n_outputs))
+        self.use_pixels = "pixels" in method_cfg.targets
+        self.cfg = method_cfg
+        self.total_steps = int(total_steps)
+        self.meta = meta
+
+    # -- schedules
+    def momentum(self, step: int) -> float:
+        """I-JEPA: linear from ema[0] to ema[1] over the run; step 0 uses ema[0]."""
+        start, end = self.cfg.ema
+        return momentum_schedule(step, self.total_steps, float(start), float(end), kind="linear")
+
+    # -- protocol of common.train
+    def training_step(self, batch: dict, step: int) -> dict:
+        images, context, targets = batch["images"], batch["context"], batch["targets"]
+        z = self.student(images, keep=context).patches
+        pred = self.predictor(z, context, targets)
+        logs, total = {}, 0.0
+        if self.use_pixels:
+            n_pix = self.student.patch_size ** 2 * self.student.in_chans
+            pix = gather_tokens(pixel_targets(images, self.student.patch_size,
+                                              self.cfg.norm_pix_loss), targets)
+            loss_pix, _ = layerwise_loss(pred[..., :n_pix], pix, torch.ones(1), self.cfg.pixel_loss)
+            total = total + float(self.cfg.pixel_weight) * loss_pix
+            logs["loss_pixels"] = loss_pix.detach()
+            pred = pred[..., n_pix:]
+        if self.hidden_targets is not None:
+            y = gather_tokens(self.hidden_targets(self.teacher, images), targets)
+            loss_hidden, per_layer = layerwise_loss(pred, y, self.layer_weights, self.cfg.loss,
+                                                    float(self.cfg.smooth_l1_beta))
+            total = total + loss_hidden
+            logs["loss_hidden"] = loss_hidden.detach()
+            names = self.hidden_targets.layers if self.hidden_targets.combine == "concat" else ["mean"]
+            logs.update({f"loss_layer_{name}": v for name, v in zip(names, per_layer)})
+        return {"loss": total, **logs}
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        if self.teacher is not None:
+            ema_update(self.teacher, self.student, self.momentum(step))
+
+    def param_groups(self) -> list[dict]:
+        no_decay = () if self.cfg.wd_mask_token else ("predictor.mask_token",)
+        named = [(n, p) for n, p in self.named_parameters()
+                 if p.requires_grad and not n.startswith("teacher.")]
+        return weight_decay_groups(named, no_decay_names=no_decay)
+
+    def encoder_for_eval(self) -> ViT:
+        if EVAL_ENCODERS[self.cfg.eval_encoder] == "teacher":
+            return self.teacher
+        return self.student
+
+    def export_meta(self) -> dict:
+        return {**self.meta, "encoder": EVAL_ENCODERS[self.cfg.eval_encoder]}
+
+
+def build_method(cfg, total_steps: int) -> MaskedPrediction:
+    m = cfg.method
+    if m.targets not in TARGET_KINDS:
+        raise ValueError(f"method.targets={m.targets!r}; choose one of {TARGET_KINDS}")
+    if m.eval_encoder not in EVAL_ENCODERS:
+        raise ValueError(f"method.eval_encoder={m.eval_encoder!r}; choose one of "
+                         f"{sorted(EVAL_ENCODERS)}")
+    student = ViT(**cfg.model)
+    if m.init == "ijepa":
+        ijepa_init(student, student.blocks)
+    elif m.init != "timm":
+        raise ValueError(f"method.init={m.init!r}; choose 'ijepa' or 'timm'")
+    hidden = None
+    out_dim = 0
+    if "pixels" in m.targets:
+        out_dim += student.patch_size ** 2 * student.in_chans
+    if "hidden" in m.targets:
+        layers = resolve_target_layers(m.target_layers, student.depth, m.include_final_output)
+        hidden = HiddenTargets(layers, student.depth, m.target_norm, m.target_combine,
+                               m.last_layer_source)
+        out_dim += hidden.n_outputs * student.embed_dim
+    elif EVAL_ENCODERS[m.eval_encoder] == "teacher":
+        raise ValueError(f"method.eval_encoder={m.eval_encoder!r} but method.targets={m.targets!r} "
+                         f"has no EMA teacher; use method.eval_encoder=student")
+    p = cfg.predictor
+    predictor = Predictor(student.embed_dim, student.grid_size, out_dim, width=p.width,
+                          depth=p.depth, num_heads=p.num_heads or student.num_heads)
+    mean, std = STATS[cfg.data.norm_stats]
+    meta = {"feature": "avgpool", "img_size": cfg.data.img_size, "in_chans": student.in_chans,
+            "mean": list(mean), "std": list(std)}
+    return MaskedPrediction(student, predictor, hidden, m, total_steps, meta)
+
+
+def build_train_data(cfg):
+    d = cfg.data
+    dataset = get_dataset(d.name, "train", root=d.root, subset=d.train_subset, seed=cfg.train.seed)
+    steps = [random_resized_crop(d.img_size, scale=tuple(d.crop_scale))]
+    if d.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps.append(normalize(d.norm_stats, channels=cfg.model.in_chans))
+    grid = (d.img_size // cfg.model.patch_size,) * 2
+    collate = MaskCollator(build_mask_generator(cfg.mask, grid))
+    return TransformedDataset(dataset, v2.Compose(steps)), collate
