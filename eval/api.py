@@ -1,0 +1,75 @@
+"""``evaluate``: what the paper pipelines call after pretraining (docs/CONTRACTS.md)."""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from eval import settings
+from eval.context import EvalContext
+from eval.encoders import load as load_encoder_spec
+from eval.features import Extraction, Preprocess
+from eval.records import Stopwatch, make_record, write_record
+
+log = logging.getLogger(__name__)
+
+# protocol -> (module with `run(ctx)`, config section that determines its result)
+PROTOCOL_MODULES = {"knn": ("eval.knn", "knn"), "linear": ("eval.linear", "linear"),
+                    "attentive": ("eval.attentive", "attn_probe"), "lowshot": ("eval.lowshot", "lowshot"),
+                    "finetune": ("eval.finetune", "finetune"), "analysis": ("eval.analysis", "metrics")}
+
+
+def image_shape(dataset) -> tuple[int, int]:
+    """(channels, size) of the images of ``dataset``."""
+    images = getattr(dataset, "images", None)
+    if images is not None:
+        return int(images.shape[3]), int(images.shape[1])
+    c, h, _ = dataset.load_image(0).shape
+    return int(c), int(h)
+
+
+def build_context(encoder_path, cfg, out_dir) -> EvalContext:
+    from common.data import get_dataset
+    from common.train import resolve_device
+
+    train = get_dataset(cfg.data, "train", root=cfg.root, subset=cfg.train_subset, seed=int(cfg.seed))
+    val = get_dataset(cfg.data, "test", root=cfg.root, subset=cfg.val_subset, seed=int(cfg.seed))
+    encoder = load_encoder_spec(str(encoder_path), cfg.data, image_shape(train), seed=int(cfg.seed))
+    pre = Preprocess(encoder.meta, cfg.val_resize)
+    return EvalContext(encoder=encoder, cfg=cfg,
+                       train=Extraction(train, "train", pre, cfg.train_subset, int(cfg.seed)),
+                       val=Extraction(val, "test", pre, cfg.val_subset, int(cfg.seed)),
+                       num_classes=train.num_classes, device=resolve_device(cfg.device), out_dir=Path(out_dir))
+
+
+def identity_of(ctx: EvalContext, cfg, run_info: dict | None) -> dict:
+    meta = ctx.encoder.meta
+    ident = {"method": meta.get("method"), "paper": meta.get("paper"), "run": meta.get("run"),
+             "table": cfg.table, "row": cfg.row, "checkpoint_sha256": ctx.encoder.sha256,
+             "config_hash": meta.get("config_hash"), "encoder_kind": ctx.encoder.kind,
+             "eval_encoder": cfg.encoder}
+    ident.update({k: v for k, v in (run_info or {}).items() if v is not None})
+    return ident
+
+
+def evaluate(encoder_path, protocol: str, eval_cfg=None, out_dir="results", run_info: dict | None = None) -> list[dict]:
+    """Run one protocol on one encoder; write ``<out_dir>/<protocol>.json``; return ``[record]``.
+
+    ``encoder_path``: an ``encoder.pt`` (or its run directory), ``pixels`` or
+    ``random:<encoder.pt | arch.json>``. ``eval_cfg``: the ``eval:`` block (only what differs
+    from ``eval/configs/eval.yaml``).
+    """
+    settings.check_protocol(protocol)
+    cfg = settings.resolve(eval_cfg)
+    module_name, section = PROTOCOL_MODULES[protocol]
+    with Stopwatch() as watch:
+        ctx = build_context(encoder_path, cfg, out_dir)
+        metrics, headline, extra = importlib.import_module(module_name).run(ctx)
+    record = make_record(
+        protocol=protocol, metric=headline, metrics=metrics, identity=identity_of(ctx, cfg, run_info),
+        dataset=cfg.data, dataset_hash=ctx.train.dataset.hash, wall_time_s=watch.seconds,
+        extra={"eval_config_hash": settings.section_hash(cfg, section), "scale": cfg.scale,
+               "train_images": len(ctx.train.dataset), "val_images": len(ctx.val.dataset), **extra})
+    path = write_record(record, out_dir)
+    log.info("%s: %s = %.3f -> %s", protocol, headline, record["value"], path)
+    return [record]

@@ -1,0 +1,114 @@
+"""What an evaluation runs on: an exported encoder, or one of the two floor rows.
+
+``load(spec)`` accepts
+* a path to an ``encoder.pt`` (``common.checkpoint.export_encoder``), or a run directory holding one;
+* ``pixels``: the raw normalised pixels (flattened for image-level features, patchified for
+  the attentive probe) -- the lower floor of every table (DESIGN.md);
+* ``random:<encoder.pt or arch .json>``: the same architecture, randomly initialised with
+  ``seed`` -- what pretraining is measured against.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from common.checkpoint import load_encoder
+from common.vit import ViT
+
+
+class PixelEncoder(nn.Module):
+    """Raw pixels as 'features': ``depth`` 1, no class token, patches of ``patch_size``."""
+
+    num_class_tokens = 0
+    num_prefix_tokens = 0
+    depth = 1
+    num_heads = 1
+
+    def __init__(self, img_size: int, in_chans: int, patch_size: int = 4):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"pixels: img_size {img_size} is not divisible by patch_size {patch_size}")
+        self.img_size, self.in_chans, self.patch_size = img_size, in_chans, patch_size
+        self.embed_dim = in_chans * patch_size**2
+        self.flat_dim = in_chans * img_size**2
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, N, C p^2]`` in raster order."""
+        p = self.patch_size
+        B, C, H, W = x.shape
+        x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(B, (H // p) * (W // p), C * p * p)
+
+
+@dataclass
+class EvalEncoder:
+    model: nn.Module
+    meta: dict
+    sha256: str
+    kind: str  # encoder | pixels | random
+    arch: dict = field(default_factory=dict)
+
+    @property
+    def is_vit(self) -> bool:
+        return isinstance(self.model, ViT)
+
+
+def _default_meta(data: str, in_chans: int, img_size: int) -> dict:
+    from common.augment import STATS
+
+    if data.split(":")[0] not in STATS:
+        raise ValueError(f"no normalisation statistics for dataset {data!r}; known: {sorted(STATS)}")
+    mean, std = STATS[data.split(":")[0]]
+    return {"img_size": img_size, "in_chans": in_chans, "mean": list(mean), "std": list(std)}
+
+
+def _sha_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _encoder_file(path: Path) -> Path:
+    if path.is_dir():
+        candidate = path / "encoder.pt"
+        if not candidate.is_file():
+            raise FileNotFoundError(
+                f"run directory {path} has no encoder.pt: the run has not finished training "
+                "(resume it with python <paper>/launch.py), or pass the path of an encoder file")
+        return candidate
+    return path
+
+
+def load(spec: str, data: str = "fashion_mnist", data_shape: tuple[int, int] | None = None,
+         seed: int = 0) -> EvalEncoder:
+    """Resolve ``spec`` (see module doc). ``data_shape`` = (channels, size) of the eval images,
+    needed for the pixel floor and for ``random:<arch.json>``."""
+    spec = str(spec)
+    if spec == "pixels":
+        if data_shape is None:
+            raise ValueError("the pixels floor needs the eval images' (channels, size)")
+        c, size = data_shape
+        meta = dict(_default_meta(data, c, size), method="pixels", feature="pixels")
+        return EvalEncoder(PixelEncoder(size, c).eval(), meta, _sha_of(f"pixels:{data}"), "pixels")
+    if spec.startswith("random:"):
+        source = Path(spec.split(":", 1)[1])
+        if source.suffix == ".json":
+            arch = json.loads(source.read_text())
+            c = arch.get("in_chans", 3)
+            img = arch.get("img_size", 224)
+            meta = _default_meta(data, c, img if isinstance(img, int) else img[0])
+            meta["feature"] = "cls" if arch.get("num_class_tokens", 1) else "avgpool"
+        else:
+            trained, meta, _ = load_encoder(_encoder_file(source))
+            arch = trained.arch
+            meta = dict(meta)
+        torch.manual_seed(seed)
+        model = ViT(**arch).eval()
+        meta.update(method="random", run=f"random-{_sha_of(json.dumps(arch, sort_keys=True))[:8]}")
+        sha = _sha_of(json.dumps({"arch": arch, "seed": seed}, sort_keys=True))
+        return EvalEncoder(model, meta, sha, "random", arch)
+    model, meta, sha = load_encoder(_encoder_file(Path(spec)))
+    return EvalEncoder(model, dict(meta), sha, "encoder", model.arch)

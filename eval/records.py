@@ -1,0 +1,74 @@
+"""Result records with provenance (docs/CONTRACTS.md, "Evaluation records").
+
+One JSON file per (run, protocol): ``<out_dir>/<protocol>.json``. A record holds a headline
+``metric``/``value`` and every number of the protocol in ``metrics``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from common.train import git_commit, hardware, peak_memory_mb
+
+REQUIRED = ("method", "paper", "run", "table", "row", "protocol", "metric", "value", "metrics",
+            "checkpoint_sha256", "config_hash", "git_commit", "dataset", "dataset_hash", "hardware",
+            "wall_time_s", "peak_memory_mb", "created")
+
+
+class Stopwatch:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def make_record(*, protocol: str, metric: str, metrics: dict, identity: dict, dataset: str,
+                dataset_hash: str, wall_time_s: float, extra: dict | None = None) -> dict:
+    """``identity``: method, paper, run, table, row, checkpoint_sha256, config_hash (+ any)."""
+    if metric not in metrics:
+        raise KeyError(f"headline metric {metric!r} is not among the metrics {sorted(metrics)[:8]}...")
+    record = {k: identity.get(k) for k in ("method", "paper", "run", "table", "row")}
+    record.update(
+        protocol=protocol, metric=metric, value=float(metrics[metric]),
+        metrics={k: float(v) for k, v in metrics.items()},
+        checkpoint_sha256=identity.get("checkpoint_sha256"), config_hash=identity.get("config_hash"),
+        git_commit=git_commit(), dataset=dataset, dataset_hash=dataset_hash, hardware=hardware(),
+        wall_time_s=round(float(wall_time_s), 3), peak_memory_mb=round(peak_memory_mb(), 1),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    for k, v in identity.items():
+        record.setdefault(k, v)
+    record.update(extra or {})
+    return record
+
+
+def write_record(record: dict, out_dir: str | os.PathLike) -> Path:
+    """Atomically write ``<out_dir>/<protocol>.json`` (a crash never leaves half a file)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{record['protocol']}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=out_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_records(paths) -> list[dict]:
+    """Records from JSON files and/or directories (searched recursively)."""
+    records = []
+    for p in map(Path, paths):
+        files = sorted(p.rglob("*.json")) if p.is_dir() else [p]
+        for f in files:
+            data = json.loads(f.read_text())
+            for rec in data if isinstance(data, list) else [data]:
+                if isinstance(rec, dict) and "protocol" in rec and "metrics" in rec:
+                    rec.setdefault("_path", str(f))
+                    records.append(rec)
+    return records
