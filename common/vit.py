@@ -50,6 +50,7 @@ __all__ = [
 POS_EMBED_KINDS = ("learn", "sincos")
 GLOBAL_POOLS = ("token", "avg", "")
 ACT_LAYERS = ("gelu", "quick_gelu")
+WEIGHT_INITS = ("", "jax", "moco")  # timm's schemes; "" is timm's default (trunc-normal 0.02)
 
 
 class RelationAttention(Attention):
@@ -199,6 +200,8 @@ class ViT(VisionTransformer):
             raise ValueError("global_pool='token' needs a class token; use global_pool='avg' with num_class_tokens=0")
         if act_layer not in ACT_LAYERS:
             raise ValueError(f"act_layer must be one of {ACT_LAYERS}, got {act_layer!r}")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         for name, size in zip(("height", "width"), img_hw):
@@ -224,7 +227,8 @@ class ViT(VisionTransformer):
             fc_norm=False,
             dynamic_img_size=dynamic_img_size,
             drop_path_rate=drop_path_rate,
-            weight_init=weight_init,
+            # initialised below, once the class tokens have their final shape
+            weight_init="skip",
             norm_layer=partial(LayerNorm, eps=norm_eps),
             act_layer=act_layer,
             attn_layer=RelationAttention,
@@ -258,26 +262,36 @@ class ViT(VisionTransformer):
         self.num_class_tokens = num_class_tokens
         self.num_prefix_tokens = num_class_tokens + reg_tokens
 
+        self.pos_embed_kind = pos_embed
+        self.freeze_patch_embed = freeze_patch_embed
         if num_class_tokens == 2:
             # timm builds one class token; widen it and the prefix part of the table so that
             # each class token has its own position embedding.
             self.cls_token = nn.Parameter(torch.empty(1, 2, embed_dim))
             self.pos_embed = nn.Parameter(torch.empty(1, self.patch_embed.num_patches + self.num_prefix_tokens, embed_dim))
-            nn.init.normal_(self.cls_token, std=1e-6)
-            nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        if pos_embed == "sincos":
-            self._set_sincos_pos_embed()
-        if freeze_patch_embed:
-            self._freeze_random_patch_embed()
+        # Same call, and so the same random draws, as timm's own constructor: with one class
+        # token a seeded ViT starts from exactly the weights of a seeded timm model.
+        self.weight_init_mode = weight_init
+        self.init_weights(needs_reset=False)
         for block in self.blocks:
             block.attn.fused_attn = fused_attn
         self.set_grad_checkpointing(grad_checkpointing)
 
     # ------------------------------------------------------------------ construction
+    def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
+        """timm's initialisation, then the fixed parts (sin-cos table, frozen projection),
+        so that re-initialising never turns them into random trainable weights."""
+        super().init_weights(mode, needs_reset)
+        if self.pos_embed_kind == "sincos":
+            self._set_sincos_pos_embed()
+        if self.freeze_patch_embed:
+            self._freeze_random_patch_embed()
+
     def _set_sincos_pos_embed(self) -> None:
-        table = torch.zeros_like(self.pos_embed)  # prefix slots stay zero (MAE, MoCo v3)
-        table[0, self.num_prefix_tokens :] = sincos_pos_embed_2d(self.embed_dim, self.grid_size)
-        self.pos_embed = nn.Parameter(table, requires_grad=False)
+        with torch.no_grad():
+            self.pos_embed.zero_()  # prefix slots stay zero (MAE, MoCo v3)
+            self.pos_embed[0, self.num_prefix_tokens :] = sincos_pos_embed_2d(self.embed_dim, self.grid_size)
+        self.pos_embed.requires_grad = False
 
     def _freeze_random_patch_embed(self) -> None:
         """MoCo v3: xavier-uniform over (fan_in + fan_out) = (C p^2 + D), zero bias, frozen."""
@@ -326,6 +340,8 @@ class ViT(VisionTransformer):
         if ids is None:
             return []
         low = 0 if allow_zero else 1
+        if isinstance(ids, (int, str)) or not isinstance(ids, Iterable):
+            raise TypeError(f"{what} layers must be a list of block numbers (1-indexed), got {ids!r}")
         checked = []
         for i in ids:
             try:
@@ -356,7 +372,7 @@ class ViT(VisionTransformer):
                     f"keep indices must lie in 0..{N - 1} (patch positions in raster order, prefix tokens "
                     f"are always kept), got min {int(low)} max {int(high)}"
                 )
-        kept = tokens[:, P:].gather(1, keep.long().unsqueeze(-1).expand(-1, -1, D))
+        kept = tokens[:, P:].gather(1, keep.to(tokens.device, torch.long).unsqueeze(-1).expand(-1, -1, D))
         return torch.cat([tokens[:, :P], kept], dim=1)
 
     # ------------------------------------------------------------------ forward

@@ -59,6 +59,35 @@ def test_timm_vit_small_state_dict_loads_and_matches():
         torch.testing.assert_close(vit(x).tokens, ref.forward_features(x), rtol=1e-5, atol=1e-5)
 
 
+def test_seeded_init_equals_timm_init():
+    torch.manual_seed(3)
+    ref = VisionTransformer(img_size=32, patch_size=4, embed_dim=64, depth=3, num_heads=4, num_classes=0)
+    torch.manual_seed(3)
+    vit = ViT(**SMOKE)
+    for (name, a), (_, b) in zip(ref.state_dict().items(), vit.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_clip_style_tower_loads_and_matches():
+    from functools import partial
+
+    from timm.layers import LayerNorm
+
+    torch.manual_seed(0)
+    # built the way timm builds vit_base_patch16_clip_quickgelu_224, at smoke size, with
+    # the 768->512 style projection as `head`
+    ref = VisionTransformer(
+        img_size=32, patch_size=4, embed_dim=64, depth=3, num_heads=4, num_classes=16, pre_norm=True,
+        norm_layer=partial(LayerNorm, eps=1e-5), act_layer="quick_gelu",
+    ).eval()
+    vit = ViT(**SMOKE, pre_norm=True, norm_eps=1e-5, act_layer="quick_gelu").eval()
+    load_state_dict_checked(vit, ref.state_dict(), ignore_prefixes=("head.",))
+    assert vit.norm_pre.eps == 1e-5 and type(vit.blocks[0].mlp.act).__name__ == "QuickGELU"
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(vit(x).tokens, ref.forward_features(x), rtol=1e-5, atol=1e-5)
+
+
 def test_dynamic_img_size_matches_timm_interpolation():
     vit = smoke_vit(dynamic_img_size=True)
     ref = timm_twin(vit, dynamic_img_size=True)
@@ -180,6 +209,9 @@ def test_sincos_model_table_is_fixed():
     assert not vit.pos_embed.requires_grad
     torch.testing.assert_close(vit.pos_embed[0, 1:], sincos_pos_embed_2d(64, (8, 8)))
     assert vit.pos_embed[0, 0].abs().sum() == 0  # class slot is zero (MAE, MoCo v3)
+    vit.init_weights()  # re-initialising keeps the table fixed
+    assert not vit.pos_embed.requires_grad
+    torch.testing.assert_close(vit.pos_embed[0, 1:], sincos_pos_embed_2d(64, (8, 8)))
     vit.train()
     vit(images()).tokens.sum().backward()
     assert vit.pos_embed.grad is None
@@ -285,6 +317,8 @@ def test_relation_and_hidden_layers_that_do_not_exist():
         vit(images(), relations=[0])
     with pytest.raises(ValueError, match=r"hidden layer -1 does not exist: allowed 0\.\.3"):
         vit(images(), layers=[-1])
+    with pytest.raises(TypeError, match="must be a list of block numbers"):
+        vit(images(), layers=3)
 
 
 def test_state_dict_of_other_architecture_lists_problems():
@@ -314,3 +348,5 @@ def test_bad_constructor_arguments():
         ViT(**SMOKE, num_class_tokens=0)
     with pytest.raises(ValueError, match="pos_embed must be one of"):
         ViT(**SMOKE, pos_embed="rope")
+    with pytest.raises(ValueError, match="weight_init must be one of"):
+        ViT(**SMOKE, weight_init="xavier")
