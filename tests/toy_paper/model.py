@@ -6,6 +6,7 @@ gradient, so the loss depends on every process and DDP equivalence is a real che
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 import torch.nn.functional as F
@@ -61,11 +62,14 @@ class ToyMethod(nn.Module):
         self.m0, self.m1 = float(cfg.method.ema_momentum), float(cfg.method.ema_momentum_end)
         self.total_steps = total_steps
         self.nan_at_step = int(cfg.method.nan_at_step)
+        self.sleep_s = float(cfg.method.sleep_s)
 
     def _cls(self, net, x):
         return net(x).prefix[:, 0]
 
     def training_step(self, batch, step):
+        if self.sleep_s:
+            time.sleep(self.sleep_s)  # lets the kill/preemption tests hit a run mid-epoch
         q = F.normalize(self.predictor(self._cls(self.student, batch["view1"])), dim=-1)
         z = F.normalize(self._cls(self.student, batch["view2"]), dim=-1)
         with torch.no_grad():

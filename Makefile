@@ -1,0 +1,38 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` the test suite.
+# Both set up .venv and the offline data idempotently first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup data demo test test-fast bench clean-venv
+
+setup: $(STAMP) data
+
+# torch/torchvision are pinned and come from the machine's local wheels; everything else from PyPI.
+# compat mode puts the repository itself on sys.path, so new packages need no reinstall.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e . --config-settings editable_mode=compat
+	touch $@
+
+data: $(STAMP)
+	bash scripts/fetch_system_data.sh
+	$(PY) -m common.data prepare --root data
+
+demo: setup
+	$(PY) bootleg/launch.py
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+test-fast: setup
+	$(PY) -m pytest -q -ra -m "not slurm and not slow"
+
+bench: setup
+	$(PY) benchmarks/vit_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,42 @@
+"""Config errors are readable, run directories refuse an incompatible config."""
+import pytest
+
+from common.config import ConfigError, config_hash, load_config, save_run_config
+
+
+def test_unknown_key_lists_closest_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'.*train\.epochs"):
+        load_config("toy_paper", ["train.epoch=3"])
+
+
+def test_wrong_type_names_expected_type():
+    with pytest.raises(ConfigError, match=r"train.epochs expects a int.*'ten'"):
+        load_config("toy_paper", ["train.epochs=ten"])
+
+
+def test_int_accepted_for_float():
+    assert load_config("toy_paper", ["optim.lr=1"]).optim.lr == 1
+
+
+def test_missing_required_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"missing required value\(s\): method.temperature"):
+        load_config("toy_paper", ["method.temperature=???"])
+
+
+def test_unknown_group_option_lists_available():
+    with pytest.raises(ConfigError, match=r"(?s)method/nope.*Available options.*toy"):
+        load_config("toy_paper", ["method=nope"])
+
+
+def test_hash_ignores_where_a_run_goes_but_not_what_it_computes():
+    a = load_config("toy_paper", [])
+    assert config_hash(a) == config_hash(load_config("toy_paper", ["train.out_root=/elsewhere", "cluster=slurm"]))
+    assert config_hash(a) != config_hash(load_config("toy_paper", ["optim.lr=0.5"]))
+
+
+def test_run_dir_refuses_incompatible_config_with_diff(tmp_path):
+    save_run_config(load_config("toy_paper", []), tmp_path)
+    save_run_config(load_config("toy_paper", ["train.log_every=7"]), tmp_path)  # same identity: fine
+    with pytest.raises(ConfigError, match=r"(?s)another configuration.*model.embed_dim: 32 -> 64"):
+        save_run_config(load_config("toy_paper", ["model.embed_dim=64"]), tmp_path)
+    assert "embed_dim: 32" in (tmp_path / "config.yaml").read_text()

@@ -1,0 +1,94 @@
+"""The shared CLI and submitit executors (never the SLURM scheduler here: see tests/slurm)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+import torch
+
+from common.config import load_config
+from common.launch import TrainEvalJob, make_executor, plan_runs, submit
+from common.train import run_dir_of
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH = [sys.executable, str(REPO / "tests/toy_paper/launch.py")]
+
+
+def weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "encoder.pt", weights_only=False)["state_dict"]
+
+
+@pytest.mark.parametrize("cluster", ["debug", "submitit_local"])
+def test_submitit_executor_returns_the_run_summary(cluster, toy_overrides, monkeypatch, toy_env):
+    monkeypatch.setenv("PYTHONPATH", toy_env["PYTHONPATH"])
+    specs = plan_runs("toy_paper", [*toy_overrides, f"cluster={cluster}", "train.epochs=1"])
+    [summary] = submit("toy_paper", specs, specs[0].cfg.cluster)
+    assert summary["steps"] == 10
+    assert Path(summary["encoder"]).is_file()
+
+
+def test_experiment_expands_to_named_runs(toy_overrides):
+    specs = plan_runs("toy_paper", [*toy_overrides, "experiment=pair"])
+    assert [s.name for s in specs] == ["toy-a", "toy-b"]
+    assert [s.cfg.train.seed for s in specs] == [0, 1]
+    assert {s.cfg.experiment_name for s in specs} == {"pair"}
+
+
+def test_default_run_name_is_deterministic(toy_overrides):
+    a = plan_runs("toy_paper", toy_overrides)[0].name
+    assert a == plan_runs("toy_paper", toy_overrides)[0].name
+    assert a.startswith("toy-smoke-")
+    assert a != plan_runs("toy_paper", [*toy_overrides, "optim.lr=0.1"])[0].name
+
+
+def test_preempted_job_checkpoint_resubmission_finishes_identically(toy_overrides, toy_env, monkeypatch):
+    """A job interrupted mid-run, then requeued through its checkpoint(), ends bitwise equal."""
+    monkeypatch.setenv("PYTHONPATH", toy_env["PYTHONPATH"])
+    common = [*toy_overrides, "train.epochs=2", "method.sleep_s=0.05"]
+    ref_cfg = load_config("toy_paper", [*common, "run_name=ref"])
+    TrainEvalJob("toy_paper", [*common, "run_name=ref"])()
+
+    job_args = [*common, "run_name=preempted"]
+    run_dir = run_dir_of(load_config("toy_paper", job_args))
+    proc = subprocess.Popen([*LAUNCH, *job_args], env=toy_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoints" / "step_000000005.pt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # the node goes away mid-epoch
+    proc.wait()
+
+    resubmission = TrainEvalJob("toy_paper", job_args).checkpoint()
+    assert isinstance(resubmission, submitit.helpers.DelayedSubmission)
+    cluster = load_config("toy_paper", ["cluster=debug", *toy_overrides]).cluster
+    job = make_executor(cluster, Path(toy_overrides[0].split("=", 1)[1]) / "jobs").submit(
+        resubmission.function, *resubmission.args)
+    assert job.result()["steps"] == 20
+    ref, got = weights(run_dir_of(ref_cfg)), weights(run_dir)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_dry_run_prints_config_and_sbatch_array(toy_env, tmp_path):
+    out = subprocess.run([*LAUNCH, "--slurm", "--dry-run", "experiment=pair", "cluster.partition=gpu",
+                          "cluster.gpus_per_node=8", "cluster.tasks_per_node=8"],
+                         env=toy_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "# ---- run toy-a" in out.stdout and "# ---- run toy-b" in out.stdout
+    assert "#SBATCH --array=0-1" in out.stdout
+    assert "#SBATCH --partition=gpu" in out.stdout
+    assert "#SBATCH --gpus-per-node=8" in out.stdout and "#SBATCH --ntasks-per-node=8" in out.stdout
+    assert "#SBATCH --signal=USR2@90" in out.stdout
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_bad_override_exits_with_readable_error(toy_env):
+    out = subprocess.run([*LAUNCH, "--dry-run", "optim.lrr=1"], env=toy_env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0
+    assert "unknown config key 'optim.lrr'" in out.stderr and "optim.lr" in out.stderr
