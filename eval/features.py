@@ -156,12 +156,30 @@ def iter_images(dataset, preprocess, batch_size: int, num_workers: int = 0, indi
             idx = order[start:start + batch_size]
             yield preprocess(images[idx].permute(0, 3, 1, 2)), dataset.targets[idx]
         return
-    from common.data import TransformedDataset
-
-    source = TransformedDataset(dataset, preprocess)
+    source = SeededAugmentation(dataset, preprocess)
     if indices is not None:
         source = torch.utils.data.Subset(source, list(indices))
     yield from DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+class SeededAugmentation(torch.utils.data.Dataset):
+    """``(transform(image), label)``; sample ``i`` of epoch ``e`` draws its augmentation from
+    ``(seed, e, i)`` inside a forked RNG, so runs are reproducible and the global RNG is untouched."""
+
+    def __init__(self, dataset, transform, seed: int = 0):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
+            return self.transform(image), label
 
 
 def num_batches(dataset, batch_size: int) -> int:

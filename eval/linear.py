@@ -44,12 +44,10 @@ class AugmentedBatches:
     """Every epoch, augmented training images through the frozen encoder (paper scale)."""
 
     def __init__(self, ctx, features: list[str], transform, batch_size: int, seed: int):
-        from common.data import TransformedDataset
-
         self.ctx, self.features = ctx, features
         self.atoms_of = {f: F.parse_feature(f, ctx.depth) for f in features}
         self.atoms = sorted({a for v in self.atoms_of.values() for a in v})
-        self.dataset = TransformedDataset(ctx.train.dataset, transform, seed=seed)
+        self.dataset = F.SeededAugmentation(ctx.train.dataset, transform, seed=seed)
         self.batch_size = batch_size
         self.seed = seed
 
