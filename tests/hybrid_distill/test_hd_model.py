@@ -1,0 +1,120 @@
+"""The Hybrid Distill method: relation capture, frozen teachers, bad input, smoke training."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from common.checkpoint import export_encoder, load_encoder
+from common.config import load_config
+from common.vit import ViT
+from hybrid_distill.model import HybridDistill, Term, build_method
+
+FM_MEAN, FM_STD = [0.2860406], [0.3530242]
+
+
+def save_teacher(path, seed, embed_dim=48, num_heads=2, depth=3, img_size=16):
+    torch.manual_seed(seed)
+    vit = ViT(img_size=img_size, patch_size=4, in_chans=1, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+    meta = {"method": "random", "paper": "test", "run": path.parent.name, "config_hash": "x", "git_commit": "x",
+            "step": 0, "feature": "cls", "img_size": img_size, "in_chans": 1, "mean": FM_MEAN, "std": FM_STD}
+    export_encoder(vit, path, meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher_paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teachers")
+    return {name: save_teacher(root / name / "encoder.pt", seed) for seed, name in enumerate(["deit", "clip", "mae"])}
+
+
+def smoke_cfg(teacher_paths, tmp_path, *extra):
+    overrides = ["scale=smoke", f"train.out_root={tmp_path / 'runs'}", f"results_root={tmp_path / 'results'}",
+                 *[f"teachers.{n}.path={p}" for n, p in teacher_paths.items()], *extra]
+    return load_config("hybrid_distill", overrides)
+
+
+def test_student_relations_equal_qk_recomputed_and_carry_gradient(teacher_paths, tmp_path):
+    method = build_method(smoke_cfg(teacher_paths, tmp_path), total_steps=10)
+    method.train()
+    images = torch.rand(3, 1, 16, 16)
+    keep = torch.tensor([[0, 2, 5, 9, 15]] * 3)
+    out, _ = method._student_forward(images, keep)
+    s = method.student
+    # Independent recomputation from the weights: tokens before block 1 (L-1 = block 1 here).
+    with torch.no_grad():
+        h = s.embed((images - method.mean) / method.std, keep)
+        attn = s.blocks[0].attn
+        qkv = attn.qkv(s.blocks[0].norm1(h)).reshape(3, 6, 3, attn.num_heads, attn.head_dim)
+        q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
+        want = q @ k.transpose(-1, -2) / math.sqrt(attn.head_dim)
+    torch.testing.assert_close(out.relations[1], want, rtol=1e-4, atol=1e-5)
+    out.relations[1].square().mean().backward()
+    assert s.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_teachers_get_no_gradient_and_stay_in_eval_mode(teacher_paths, tmp_path):
+    method = build_method(smoke_cfg(teacher_paths, tmp_path), total_steps=10)
+    method.train()
+    assert all(not t.training for t in method.teachers.values())
+    assert all(not m.training for t in method.teachers.values() for m in t.modules())
+    logs = method.training_step({"images": torch.rand(4, 1, 16, 16)}, 0)
+    logs["loss"].backward()
+    teacher_params = [p for t in method.teachers.values() for p in t.parameters()]
+    assert teacher_params and all(p.grad is None and not p.requires_grad for p in teacher_params)
+    assert {"loss_tc_feature", "loss_tm_relation"} <= set(logs)
+    assert logs["kept_patches"] == 6  # 16 -> 11 -> 8 -> 6 with K = 0.3
+    # teachers are referenced by path, not copied into every checkpoint
+    assert not any(k.startswith("teachers.") for k in method.state_dict())
+    method.load_state_dict(method.state_dict())
+
+
+def test_head_count_mismatch_is_rejected(teacher_paths, tmp_path):
+    paths = dict(teacher_paths, mae=save_teacher(tmp_path / "mae3" / "encoder.pt", 5, embed_dim=48, num_heads=3))
+    with pytest.raises(ValueError, match="same number of heads, teacher has 3 .*set model.num_heads=3"):
+        build_method(smoke_cfg(paths, tmp_path), total_steps=10)
+
+
+def test_relation_layer_outside_teacher_depth_is_rejected(teacher_paths, tmp_path):
+    cfg = smoke_cfg(teacher_paths, tmp_path, "method.terms.tm_relation.layers=[5]")
+    with pytest.raises(ValueError, match=r"method.terms.tm_relation .*outside 1..3"):
+        build_method(cfg, total_steps=10)
+
+
+def test_identity_head_needs_equal_width_and_missing_teacher_file(teacher_paths, tmp_path):
+    with pytest.raises(ValueError, match="feat_head=identity needs teacher width 48 == student width 64"):
+        build_method(smoke_cfg(teacher_paths, tmp_path, "method.feat_head=identity"), total_steps=10)
+    with pytest.raises(FileNotFoundError, match="hybrid_distill/launch.py"):
+        build_method(smoke_cfg(dict(teacher_paths, mae=tmp_path / "nope.pt"), tmp_path), total_steps=10)
+
+
+@pytest.mark.parametrize("extra", [["method.mask.strategy=random"],
+                                   ["method.mask.strategy=direct", "method.mask.teacher_tokens=full"],
+                                   ["method.terms.tm_relation.kind=msa", "method.relation_form=softmax"]])
+def test_variants_run_one_step(teacher_paths, tmp_path, extra):
+    from hybrid_distill.model import build_train_data
+    cfg = smoke_cfg(teacher_paths, tmp_path, *extra)
+    dataset, collate = build_train_data(cfg)
+    batch = collate([dataset[i] for i in range(4)])
+    assert batch["images"].shape == (4, 1, 16, 16) and 0 <= batch["images"].min() <= batch["images"].max() <= 1
+    logs = build_method(cfg, total_steps=10).training_step(batch, 0)
+    assert torch.isfinite(logs["loss"]) and logs["kept_patches"] == 6
+
+
+def test_smoke_distillation_lowers_loss_and_exports_an_encoder(teacher_paths, tmp_path):
+    from common.train import train
+    cfg = smoke_cfg(teacher_paths, tmp_path, "run_name=smoke")
+    summary = train(cfg)
+    log = [json.loads(line) for line in open(f"{summary['run_dir']}/log.jsonl")]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < 0.9 * losses[0]
+    vit, meta, sha = load_encoder(summary["encoder"])
+    assert isinstance(vit, ViT) and meta["mean"] == pytest.approx(FM_MEAN) and meta["feature"] == "cls"
+    assert meta["teachers"]["mae"]["sha256"] == load_encoder(teacher_paths["mae"])[2]
+    try:
+        from eval.api import evaluate
+    except ImportError:
+        pytest.skip("eval.api not available yet")
+    records = evaluate(summary["encoder"], "knn", cfg.eval, out_dir=tmp_path / "results", run_info={})
+    assert records and all(0.0 <= r.get("value", 0) <= 100 for r in records)
