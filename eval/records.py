@@ -41,8 +41,11 @@ def make_record(*, protocol: str, metric: str, metrics: dict, identity: dict, da
         git_commit=git_commit(), dataset=dataset, dataset_hash=dataset_hash, hardware=hardware(),
         wall_time_s=round(float(wall_time_s), 3), peak_memory_mb=round(peak_memory_mb(), 1),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    paper_values = identity.get("paper_values") or {}
+    record["paper_value"] = paper_values.get(protocol)
     for k, v in identity.items():
-        record.setdefault(k, v)
+        if k != "paper_values":
+            record.setdefault(k, v)
     record.update(extra or {})
     return record
 

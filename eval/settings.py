@@ -34,7 +34,7 @@ def _check_keys(user: DictConfig, defaults: DictConfig) -> None:
     valid = set(_flat_keys(defaults))
     unknown = [k for k in _flat_keys(user) if k not in valid]
     if unknown:
-        key = unknown[0]
+        key = max(unknown, key=len)  # the full dotted key the user typed
         close = difflib.get_close_matches(key, sorted(valid), n=5, cutoff=0.5)
         hint = f"closest valid keys: {', '.join(close)}" if close else \
             f"valid top-level keys: {', '.join(sorted(k for k in valid if '.' not in k))}"

@@ -1,0 +1,136 @@
+"""Evaluate one checkpoint with one or more protocols.
+
+    python eval/launch.py checkpoint=PATH protocol=knn|linear|attentive|lowshot|finetune|analysis|all
+                          [out=DIR] [data=fashion_mnist] [any eval key, e.g. linear.epochs=5]
+                          [cluster.partition=... (with --slurm)] [--slurm | --local] [--dry-run]
+
+``checkpoint`` is an ``encoder.pt``, a run directory holding one, ``pixels`` or
+``random:<encoder.pt | arch.json>`` (the two floor rows of every table). ``protocol`` may be a
+comma-separated list. Records go to ``out`` (default ``results/<paper>/<run>``, floors to
+``results/floors/<data>/<pixels | random-...>``). ``--slurm`` submits one job per protocol
+as a job array through ``common.launch``'s submitit executor.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, Python puts eval/ first on sys.path, where eval's modules could shadow
+# top-level ones; the repository root goes there instead.
+_ROOT = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(_ROOT)
+
+import argparse  # noqa: E402
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from eval import settings  # noqa: E402
+
+CHECKPOINT_HELP = "checkpoint=PATH is required: an encoder.pt, a run directory, pixels, or random:<encoder.pt|arch.json>"
+
+
+class EvalJob:
+    """One (checkpoint, protocol) evaluation; picklable for submitit, requeues itself on timeout
+    (the feature cache makes the restart cheap)."""
+
+    def __init__(self, encoder: str, protocol: str, eval_cfg: dict, out_dir: str):
+        self.encoder, self.protocol, self.eval_cfg, self.out_dir = encoder, protocol, eval_cfg, out_dir
+
+    def __call__(self) -> list[dict]:
+        from eval.api import evaluate
+
+        return evaluate(self.encoder, self.protocol, self.eval_cfg, self.out_dir)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(EvalJob(self.encoder, self.protocol, self.eval_cfg, self.out_dir))
+
+
+def default_out_dir(spec: str, data: str, seed: int = 0, root: str = "results") -> Path:
+    from eval.encoders import load
+
+    slug = data.replace(":", "_").replace("/", "_")
+    if spec == "pixels":
+        return Path(root) / "floors" / slug / "pixels"
+    enc = load(spec, data, seed=seed)
+    if enc.kind == "random":
+        return Path(root) / "floors" / slug / enc.meta["run"]
+    return Path(root) / str(enc.meta.get("paper") or "misc") / str(enc.meta.get("run") or enc.sha256[:12])
+
+
+def parse(argv: list[str]):
+    parser = argparse.ArgumentParser(prog="python eval/launch.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--slurm", action="store_true", help="submit through submitit to SLURM")
+    where.add_argument("--local", action="store_true", help="run in this process (default)")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", help="key=value")
+    args = parser.parse_intermixed_args(argv)
+    special, eval_overrides, cluster_overrides = {}, [], []
+    for item in args.overrides:
+        if "=" not in item:
+            parser.error(f"argument {item!r} is not key=value (e.g. protocol=knn)")
+        key, value = item.split("=", 1)
+        if key in ("checkpoint", "protocol", "out"):
+            special[key] = value
+        elif key.startswith("cluster."):
+            cluster_overrides.append(item)
+        else:
+            eval_overrides.append(item)
+    if "checkpoint" not in special:
+        parser.error(CHECKPOINT_HELP)
+    return args, special, eval_overrides, cluster_overrides
+
+
+def cluster_config(cluster_overrides: list[str], folder: Path):
+    from hydra import compose, initialize_config_dir
+
+    from common.config import COMMON_CONFIGS
+
+    with initialize_config_dir(config_dir=str(COMMON_CONFIGS), version_base="1.3"):
+        cfg = compose(config_name=None, overrides=["+cluster=slurm", f"cluster.folder={folder}", *cluster_overrides])
+    return cfg.cluster
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args, special, eval_overrides, cluster_overrides = parse(sys.argv[1:] if argv is None else argv)
+    user_cfg = OmegaConf.to_container(OmegaConf.from_dotlist(eval_overrides))
+    try:
+        cfg = settings.resolve(user_cfg)
+        names = special.get("protocol") or ",".join(cfg.protocols)
+        protocols = list(settings.PROTOCOLS) if names == "all" else [settings.check_protocol(p) for p in names.split(",")]
+        out = Path(special["out"]) if "out" in special else default_out_dir(special["checkpoint"], cfg.data, int(cfg.seed))
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc.args[0] if exc.args else exc}")
+    if args.dry_run:
+        print(f"# checkpoint {special['checkpoint']} -> {out}; protocols {protocols}")
+        print(OmegaConf.to_yaml(cfg))
+        if args.slurm:
+            from common.launch import executor_parameters
+
+            params = executor_parameters(cluster_config(cluster_overrides, out / "_jobs"))
+            print(f"# submitit parameters ({len(protocols)} job(s) as one array)")
+            print(OmegaConf.to_yaml(OmegaConf.create(params)))
+        return []
+    jobs = [EvalJob(special["checkpoint"], p, user_cfg, str(out)) for p in protocols]
+    if args.slurm:
+        from common.launch import make_executor
+
+        executor = make_executor(cluster_config(cluster_overrides, out / "_jobs"), out / "_jobs" / "%j")
+        with executor.batch():
+            submitted = [executor.submit(job) for job in jobs]
+        for job, sub in zip(jobs, submitted):
+            print(f"submitted {job.protocol}: job {sub.job_id}, logs {sub.paths.stdout}", flush=True)
+        records = [r for sub in submitted for r in sub.result()]
+    else:
+        records = [r for job in jobs for r in job()]
+    for r in records:
+        print(f"{r['protocol']:>9}  {r['metric']} = {r['value']:.2f}   ({r['wall_time_s']:.0f} s)  -> {out}/{r['protocol']}.json")
+    return records
+
+
+if __name__ == "__main__":
+    main()
