@@ -180,7 +180,7 @@ class MaskedPrediction(nn.Module):
     """Student + predictor (+ EMA teacher) trained on collated context/target indices."""
 
     def __init__(self, student: ViT, predictor: Predictor, hidden_targets: HiddenTargets | None,
-                 method_cfg, total_steps: int, meta: dict):
+                 method_cfg, total_steps: int, meta: dict, eval_encoder: str = "teacher"):
         super().__init__()
         self.student, self.predictor, self.hidden_targets = student, predictor, hidden_targets
         self.teacher = None
@@ -192,6 +192,7 @@ class MaskedPrediction(nn.Module):
         self.cfg = method_cfg
         self.total_steps = int(total_steps)
         self.meta = meta
+        self.eval_encoder = eval_encoder
 
     # -- schedules
     def momentum(self, step: int) -> float:
@@ -235,21 +236,19 @@ class MaskedPrediction(nn.Module):
         return weight_decay_groups(named, no_decay_names=no_decay)
 
     def encoder_for_eval(self) -> ViT:
-        if EVAL_ENCODERS[self.cfg.eval_encoder] == "teacher":
-            return self.teacher
-        return self.student
+        return self.teacher if self.eval_encoder == "teacher" else self.student
 
     def export_meta(self) -> dict:
-        return {**self.meta, "encoder": EVAL_ENCODERS[self.cfg.eval_encoder]}
+        return {**self.meta, "encoder": self.eval_encoder}
 
 
 def build_method(cfg, total_steps: int) -> MaskedPrediction:
     m = cfg.method
     if m.targets not in TARGET_KINDS:
         raise ValueError(f"method.targets={m.targets!r}; choose one of {TARGET_KINDS}")
-    if m.eval_encoder not in EVAL_ENCODERS:
-        raise ValueError(f"method.eval_encoder={m.eval_encoder!r}; choose one of "
-                         f"{sorted(EVAL_ENCODERS)}")
+    eval_encoder = cfg.eval.encoder
+    if eval_encoder not in EVAL_ENCODERS:
+        raise ValueError(f"eval.encoder={eval_encoder!r}; choose one of {sorted(EVAL_ENCODERS)}")
     student = ViT(**cfg.model)
     if m.init == "ijepa":
         ijepa_init(student, student.blocks)
@@ -264,16 +263,17 @@ def build_method(cfg, total_steps: int) -> MaskedPrediction:
         hidden = HiddenTargets(layers, student.depth, m.target_norm, m.target_combine,
                                m.last_layer_source)
         out_dim += hidden.n_outputs * student.embed_dim
-    elif EVAL_ENCODERS[m.eval_encoder] == "teacher":
-        raise ValueError(f"method.eval_encoder={m.eval_encoder!r} but method.targets={m.targets!r} "
-                         f"has no EMA teacher; use method.eval_encoder=student")
+    elif EVAL_ENCODERS[eval_encoder] == "teacher":
+        raise ValueError(f"eval.encoder={eval_encoder!r} but method.targets={m.targets!r} "
+                         f"has no EMA teacher; use eval.encoder=student")
     p = cfg.predictor
     predictor = Predictor(student.embed_dim, student.grid_size, out_dim, width=p.width,
                           depth=p.depth, num_heads=p.num_heads or student.num_heads)
     mean, std = STATS[cfg.data.norm_stats]
     meta = {"feature": "avgpool", "img_size": cfg.data.img_size, "in_chans": student.in_chans,
             "mean": list(mean), "std": list(std)}
-    return MaskedPrediction(student, predictor, hidden, m, total_steps, meta)
+    return MaskedPrediction(student, predictor, hidden, m, total_steps, meta,
+                            EVAL_ENCODERS[eval_encoder])
 
 
 def build_train_data(cfg):

@@ -132,8 +132,8 @@ def test_mask_token_weight_decay_switch():
 
 
 def test_eval_encoder_switch_and_missing_teacher_error():
-    method = build_method(make_cfg("method.eval_encoder=student"), total_steps=10)
+    method = build_method(make_cfg("eval.encoder=student"), total_steps=10)
     assert method.encoder_for_eval() is method.student
     assert build_method(make_cfg(), total_steps=10).encoder_for_eval() is not None
-    with pytest.raises(ValueError, match="has no EMA teacher; use method.eval_encoder=student"):
-        build_method(make_cfg("method=mae", "method.eval_encoder=teacher"), total_steps=10)
+    with pytest.raises(ValueError, match="has no EMA teacher; use eval.encoder=student"):
+        build_method(make_cfg("method=mae", "eval.encoder=teacher"), total_steps=10)
