@@ -71,11 +71,25 @@ def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
     return records
 
 
+STAGES = ("all", "train", "eval")
+
+
+def _finished_run(cfg: DictConfig) -> dict:
+    from common.train import run_dir_of
+    done = run_dir_of(cfg) / "done.json"
+    if not done.exists() or not (run_dir_of(cfg) / "encoder.pt").exists():
+        raise FileNotFoundError(f"run {cfg.run_name} has no finished encoder in {run_dir_of(cfg)}; "
+                                "train it first (--stage train or --stage all)")
+    return json.loads(done.read_text())
+
+
 class TrainEvalJob:
     """One run: train (resuming if possible), then evaluate. Picklable for submitit."""
 
-    def __init__(self, paper: str, overrides: list[str]):
-        self.paper, self.overrides = paper, list(overrides)
+    def __init__(self, paper: str, overrides: list[str], stage: str = "all"):
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.paper, self.overrides, self.stage = paper, list(overrides), stage
 
     def __call__(self) -> dict:
         from common import dist
@@ -85,8 +99,11 @@ class TrainEvalJob:
             import submitit
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         cfg = load_config(self.paper, self.overrides)
-        summary = train(cfg)
-        if dist.is_main():
+        if self.stage == "eval":
+            summary = _finished_run(cfg)
+        else:
+            summary = train(cfg)
+        if dist.is_main() and self.stage != "train":
             summary["records"] = len(_evaluate(cfg, summary))
         dist.cleanup()
         return summary
@@ -98,7 +115,7 @@ class TrainEvalJob:
         requeued job continues the same trajectory.
         """
         import submitit
-        return submitit.helpers.DelayedSubmission(TrainEvalJob(self.paper, self.overrides))
+        return submitit.helpers.DelayedSubmission(TrainEvalJob(self.paper, self.overrides, self.stage))
 
 
 def executor_parameters(cluster: DictConfig) -> dict:
@@ -145,30 +162,31 @@ def sbatch_preview(cluster: DictConfig, folder: Path, n_jobs: int) -> str:
     return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
 
 
-def _run_torchrun(paper: str, overrides: list[str], nproc: int) -> dict:
+def _run_torchrun(paper: str, overrides: list[str], nproc: int, stage: str) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "common.launch", "worker", paper, *overrides]
+           "-m", "common.launch", "worker", f"--stage={stage}", paper, *overrides]
     subprocess.run(cmd, check=True)
     cfg = load_config(paper, overrides)
     from common.train import run_dir_of
     return json.loads((run_dir_of(cfg) / "done.json").read_text())
 
 
-def submit(paper: str, specs: list[RunSpec], cluster: DictConfig, wait: bool = True) -> list[dict]:
+def submit(paper: str, specs: list[RunSpec], cluster: DictConfig, wait: bool = True,
+           stage: str = "all") -> list[dict]:
     """Send the runs to an executor; with several runs on SLURM they form one job array."""
     if cluster.executor == "inprocess":
         results = []
         for spec in specs:
             nproc = int(cluster.tasks_per_node) * int(cluster.nodes)
-            results.append(_run_torchrun(paper, spec.overrides, nproc) if nproc > 1
-                           else TrainEvalJob(paper, spec.overrides)())
+            results.append(_run_torchrun(paper, spec.overrides, nproc, stage) if nproc > 1
+                           else TrainEvalJob(paper, spec.overrides, stage)())
         return results
     folder = Path(cluster.folder).absolute() / "%j"
     executor = make_executor(cluster, folder)
     jobs = []
     with executor.batch():
         for spec in specs:
-            jobs.append(executor.submit(TrainEvalJob(paper, spec.overrides)))
+            jobs.append(executor.submit(TrainEvalJob(paper, spec.overrides, stage)))
     for spec, job in zip(specs, jobs):
         print(f"submitted {spec.name}: job {job.job_id}, logs {job.paths.stdout}", flush=True)
     if not wait:
@@ -210,6 +228,10 @@ def build_parser(paper: str) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config of every run (and sbatch parameters) and exit")
     p.add_argument("--no-wait", action="store_true", help="with --slurm: return after submitting")
+    p.add_argument("--only", default=None, metavar="RUN[,RUN]",
+                   help="run only these runs of the experiment (as named in its `runs`)")
+    p.add_argument("--stage", choices=STAGES, default="all",
+                   help="train, evaluate a finished run, or both (default)")
     p.add_argument("overrides", nargs="*", help="key=value")
     return p
 
@@ -225,6 +247,13 @@ def main(paper: str, argv: list[str] | None = None) -> None:
         specs = plan_runs(paper, overrides)
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = sorted(set(wanted) - {s.name for s in specs})
+        if unknown:
+            sys.exit(f"config error: --only names unknown run(s) {unknown}; "
+                     f"this experiment has: {', '.join(s.name for s in specs)}")
+        specs = [s for s in specs if s.name in wanted]
     cluster = specs[0].cfg.cluster
     experiment = specs[0].cfg.experiment_name
     if args.dry_run:
@@ -236,7 +265,7 @@ def main(paper: str, argv: list[str] | None = None) -> None:
             print(sbatch_preview(cluster, Path(cluster.folder) / "%j", len(specs)))
         return
     try:
-        submit(paper, specs, cluster, wait=not args.no_wait)
+        submit(paper, specs, cluster, wait=not args.no_wait, stage=args.stage)
     except JobFailure as exc:
         sys.exit(f"error: {exc}")
     except Exception:
@@ -250,9 +279,12 @@ def main(paper: str, argv: list[str] | None = None) -> None:
 
 
 def _worker(argv: list[str]) -> None:
-    """Entry of each torchrun process: `python -m common.launch worker <paper> [k=v ...]`."""
+    """Entry of each torchrun process: `python -m common.launch worker [--stage=S] <paper> [k=v ...]`."""
+    stage = "all"
+    if argv and argv[0].startswith("--stage="):
+        stage, argv = argv[0].split("=", 1)[1], argv[1:]
     paper, overrides = argv[0], argv[1:]
-    TrainEvalJob(paper, overrides)()
+    TrainEvalJob(paper, overrides, stage)()
 
 
 if __name__ == "__main__":

@@ -237,10 +237,12 @@ def train(cfg: DictConfig) -> dict:
     dist.barrier()
     digest = config_hash(cfg)
     done_file = run_dir / "done.json"
-    if done_file.exists():
-        summary = json.loads(done_file.read_text())
+    previous = json.loads(done_file.read_text()) if done_file.exists() else None
+    if previous and (run_dir / "encoder.pt").exists():
         log.info("%s is already complete; reusing it", run_dir)
-        return summary
+        return previous
+    # done but encoder.pt gone (e.g. `dvc repro` removed the output): the final checkpoint is
+    # loaded below, the loop has nothing left to do, and the encoder is exported again.
 
     paper = importlib.import_module(f"{cfg.paper}.model")
     seed = int(cfg.train.seed)
@@ -358,6 +360,8 @@ def train(cfg: DictConfig) -> dict:
     summary = {"run_dir": str(run_dir), "steps": step, "config_hash": digest,
                "train_time_s": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(),
                "hardware": hardware(), "world_size": dist.world_size()}
+    if previous:  # re-export only: the training cost is the original one
+        summary.update({k: previous[k] for k in ("train_time_s", "peak_memory_mb", "hardware")})
     if main:
         meta = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
                 "config_hash": digest, "git_commit": git_commit(), "step": step,

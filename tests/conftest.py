@@ -22,7 +22,9 @@ def toy_env(tmp_path):
     """Environment for subprocesses that run the toy method."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
+    # Same thread count as this process: float reductions then match bit for bit, which the
+    # resume tests compare across processes.
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     return env
 
 

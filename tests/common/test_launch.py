@@ -57,7 +57,7 @@ def test_preempted_job_checkpoint_resubmission_finishes_identically(toy_override
     run_dir = run_dir_of(load_config("toy_paper", job_args))
     proc = subprocess.Popen([*LAUNCH, *job_args], env=toy_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while not (run_dir / "checkpoints" / "step_000000005.pt").exists():
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.01)

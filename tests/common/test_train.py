@@ -57,7 +57,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(toy_overrides, toy_e
     ckpt_dir = run_dir_of(load_config("toy_paper", killed)) / "checkpoints"
     proc = subprocess.Popen([*LAUNCH, *killed], env=toy_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     target = ckpt_dir / "step_000000015.pt"  # mid second epoch (10 steps per epoch)
     while not target.exists():
         assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read()}"
