@@ -151,12 +151,13 @@ class MultiCrop:
     """``n_global`` global and ``n_local`` local crops of one image (DINO multi-crop).
 
     Returns ``{"crops": [n_global + n_local tensors], "boxes": LongTensor [V, 4] of
-    (i, j, h, w) in source pixels, "flips": BoolTensor [V]}``; global crops come first.
-    A flipped crop is the box's content mirrored left-right, then resized.
+    (i, j, h, w) in source pixels, "flips": BoolTensor [V], "image_hw": LongTensor [2]}``;
+    global crops come first.  A flipped crop is the box's content resized, then mirrored
+    left-right.
 
     ``global_transforms`` is one photometric transform per global crop (DINO uses a
     different one for each) or a single transform for all; ``local_transform`` is shared.
-    Subclass and override ``sample_boxes`` for constrained geometry (UDI's overlap rule).
+    Subclass and override ``sample_geometry`` for constrained geometry (UDI's overlap rule).
     """
 
     def __init__(self, global_size: int, local_size: int, n_global: int = 2, n_local: int = 0,
@@ -181,16 +182,17 @@ class MultiCrop:
         self.global_transforms = list(global_transforms)
         self.local_transform = local_transform
 
-    def sample_boxes(self, height: int, width: int) -> list[CropBox]:
-        """Boxes of all views, globals first."""
-        boxes = [random_resized_crop_box(height, width, self.global_scale, self.ratio) for _ in range(self.n_global)]
-        boxes += [random_resized_crop_box(height, width, self.local_scale, self.ratio) for _ in range(self.n_local)]
-        return boxes
+    def sample_geometry(self, height: int, width: int) -> tuple[list[CropBox], list[bool]]:
+        """Box and flip flag of every view, globals first; each view draws its box, then its flip."""
+        boxes, flips = [], []
+        for v in range(self.n_global + self.n_local):
+            scale = self.global_scale if v < self.n_global else self.local_scale
+            boxes.append(random_resized_crop_box(height, width, scale, self.ratio))
+            flips.append(bool(torch.rand(()) < self.flip_p))
+        return boxes, flips
 
     def __call__(self, img: torch.Tensor) -> dict:
-        height, width = img.shape[-2:]
-        boxes = self.sample_boxes(height, width)
-        flips = (torch.rand(len(boxes)) < self.flip_p).tolist()
+        boxes, flips = self.sample_geometry(*img.shape[-2:])
         transforms = self.global_transforms + [self.local_transform] * self.n_local
         crops = []
         for v, (box, flipped, transform) in enumerate(zip(boxes, flips, transforms)):
@@ -204,4 +206,5 @@ class MultiCrop:
             "crops": crops,
             "boxes": torch.tensor([[b.i, b.j, b.h, b.w] for b in boxes], dtype=torch.long),
             "flips": torch.tensor(flips, dtype=torch.bool),
+            "image_hw": torch.tensor(img.shape[-2:], dtype=torch.long),
         }

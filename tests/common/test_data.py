@@ -1,6 +1,7 @@
 """Datasets, subsets, samplers and augmentation blocks of ``common.data``."""
 import gzip
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,7 +135,7 @@ def test_multicrop_shapes_boxes_and_flips():
     out = mc(image)
     assert [tuple(c.shape) for c in out["crops"]] == [(3, 24, 24)] * 2 + [(3, 10, 10)] * 3
     boxes = out["boxes"]
-    assert boxes.shape == (5, 4) and out["flips"].shape == (5,)
+    assert boxes.shape == (5, 4) and out["flips"].shape == (5,) and out["image_hw"].tolist() == [40, 50]
     i, j, h, w = boxes.unbind(1)
     assert (i >= 0).all() and (j >= 0).all() and (i + h <= 40).all() and (j + w <= 50).all()
     areas = (h * w).float() / (40 * 50)
@@ -331,3 +332,35 @@ def test_sampler_resumes_mid_epoch_exactly():
         data.ResumableDistributedSampler(64, 2, 2)
     unshuffled = data.ResumableDistributedSampler(6, 2, 1, shuffle=False)
     assert list(unshuffled) == [1, 3, 5]
+
+
+def test_multicrop_applies_one_transform_per_global_and_a_shared_local_one():
+    image = torch.rand(1, 20, 20) + 1
+    mc = MultiCrop(8, 4, n_global=2, n_local=2, global_transforms=[lambda x: x * 0, lambda x: x * 0 + 7],
+                   local_transform=lambda x: -x)
+    crops = mc(image)["crops"]
+    assert (crops[0] == 0).all() and (crops[1] == 7).all() and (crops[2] < 0).all() and (crops[3] < 0).all()
+    with pytest.raises(ValueError, match="3 global transforms for 2 global crops"):
+        MultiCrop(8, 4, global_transforms=[None] * 3)
+    with pytest.raises(ValueError, match="local crops must not be larger"):
+        MultiCrop(8, 16)
+
+
+def test_prepare_download_uses_torchvision_layout(tmp_path, monkeypatch):
+    """--download: torchvision leaves the .gz files in <tmp>/FashionMNIST/raw (faked here: no network)."""
+    import torchvision.datasets
+
+    def fake_fashion_mnist(root, train, download):
+        raw = Path(root) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        prefix = "train" if train else "t10k"
+        for name in data.FASHION_MNIST_FILES:
+            if name.startswith(prefix):  # regzipped: different .gz bytes, same content
+                raw.joinpath(f"{name}.gz").write_bytes(
+                    gzip.compress(gzip.decompress((data.FASHION_MNIST_SYSTEM_DIR / f"{name}.gz").read_bytes()),
+                                  compresslevel=1))
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", fake_fashion_mnist)
+    dest = data.prepare_fashion_mnist(tmp_path / "data", source=tmp_path / "nowhere", download=True)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(f"{n}.gz" for n in data.FASHION_MNIST_FILES)
+    assert len(data.fashion_mnist("test", root=tmp_path / "data", source=tmp_path / "nowhere")) == 10000
