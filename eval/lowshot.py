@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,18 +30,30 @@ def split_indices(targets: torch.Tensor, split: str, seed: int) -> torch.Tensor:
     return class_balanced_subset(targets, fraction=SPLITS[split], seed=seed)
 
 
-def logreg(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-           lam: float, max_iter: int = 1000) -> float:
-    """Top-1 (%) of penalised multinomial logistic regression (C = 1/lambda, no intercept)."""
+def fit_logreg(x: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int = 1000) -> torch.Tensor:
+    """Weights ``[C, d]`` of penalised multinomial logistic regression (C = 1/lambda, no intercept)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(C=1.0 / lam, fit_intercept=False, max_iter=max_iter, tol=1e-6)
+    if lam <= 0:
+        raise ValueError(f"lowshot.lambdas must be positive, got {lam}")
+    clf = LogisticRegression(C=1.0 / lam, fit_intercept=False, max_iter=max_iter, tol=1e-8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(train_x.double().numpy(), train_y.numpy())
-    pred = clf.predict(val_x.double().numpy())
-    return 100.0 * float(np.mean(pred == val_y.numpy()))
+        clf.fit(x.double().numpy(), y.numpy())
+    coef = torch.from_numpy(clf.coef_)
+    if coef.shape[0] == 1:  # scikit-learn stores a binary problem as one row: logits (-w/2, w/2)
+        coef = torch.cat([-coef / 2, coef / 2])
+    classes = torch.from_numpy(clf.classes_).long()
+    full = torch.zeros(int(y.max()) + 1, x.shape[1], dtype=torch.float64)
+    full[classes] = coef
+    return full
+
+
+def logreg_accuracy(train_x, train_y, val_x, val_y, lam: float, max_iter: int = 1000) -> float:
+    W = fit_logreg(train_x, train_y, lam, max_iter)
+    pred = (val_x.double() @ W.T).argmax(dim=1)
+    return 100.0 * float((pred == val_y).double().mean())
 
 
 def run(ctx) -> tuple[dict, str, dict]:
@@ -59,7 +70,7 @@ def run(ctx) -> tuple[dict, str, dict]:
         sizes[split] = len(idx)
         x, y = train_x[idx], train_y[idx]
         if c.solver == "logreg_full_batch":
-            accs = {lam: logreg(x, y, val_x, val_y, float(lam), int(c.max_iter)) for lam in c.lambdas}
+            accs = {lam: logreg_accuracy(x, y, val_x, val_y, float(lam), int(c.max_iter)) for lam in c.lambdas}
         else:
             specs = [HeadSpec(f"lambda{lam:g}", token, float(c.lr), float(lam)) for lam in c.lambdas]
             torch.manual_seed(int(ctx.cfg.seed))

@@ -132,12 +132,12 @@ CKA_KINDS = {"linear": linear_cka, "rbf": rbf_cka, "minibatch": minibatch_cka}
 def cka_matrix(features: list[torch.Tensor], kind: str = "linear") -> torch.Tensor:
     """``[L, L]`` CKA between every pair of layers' features (symmetric)."""
     if kind not in CKA_KINDS:
-        raise ValueError(f"metrics.cka {kind!r} unknown; use one of {sorted(CKA_KINDS)}")
+        raise ValueError(f"metrics.cka {kind!r} unknown; use one of {', '.join(sorted(CKA_KINDS))}")
     fn = CKA_KINDS[kind]
     n = len(features)
-    M = torch.ones(n, n)
+    M = torch.empty(n, n)
     for i in range(n):
-        for j in range(i + 1, n):
+        for j in range(i, n):
             M[i, j] = M[j, i] = fn(features[i], features[j])
     return M
 
