@@ -154,7 +154,7 @@ KEY_MAPS = {
     "mae": KeyMap("mae", ("model",), ("",), drop=("decoder", "mask_token", "head.", "fc_norm."),
                   arch={"pos_embed": "sincos"}),
     "deit": KeyMap("deit", ("model", ""), ("",), drop=("head.",), forbid=("dist_token", "head_dist")),
-    "clip": KeyMap("clip", ("state_dict", ""), ("visual.",), drop=("proj",), renames=CLIP_RENAMES,
+    "clip": KeyMap("clip", ("", "state_dict"), ("visual.",), drop=("proj",), renames=CLIP_RENAMES,
                    arch={"pre_norm": True, "norm_eps": 1e-5, "act_layer": "quick_gelu"}, stats="clip"),
 }
 
