@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_APT = "apt-get update && apt-get install -y dataset-fashion-mnist"
-# sha256 of the *decompressed* IDX files: the Debian package and torchvision's mirror gzip
-# the same bytes differently, so the .gz hashes differ while the content is identical.
+# sha256 of the *decompressed* IDX files.  The Debian package's .gz files are not byte-equal
+# to the ones torchvision downloads (their md5 differs from torchvision's resource list), so
+# the .gz bytes cannot be pinned for both sources; the IDX content can.
 FASHION_MNIST_FILES = {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
@@ -157,7 +158,8 @@ class InMemoryImages(LabeledImages):
         self.images = images
 
     def load_image(self, index: int) -> torch.Tensor:
-        return self.images[index].permute(2, 0, 1)
+        # a copy: ``images`` may be shared through the loader cache, transforms must not alias it
+        return self.images[index].permute(2, 0, 1).clone(memory_format=torch.contiguous_format)
 
     def subset(self, indices) -> InMemoryImages:
         indices = torch.as_tensor(indices, dtype=torch.long)
@@ -467,11 +469,13 @@ def class_balanced_subset(targets, per_class: int | None = None, fraction: float
     """
     if (per_class is None) == (fraction is None):
         raise ValueError("give exactly one of per_class or fraction")
-    targets = torch.as_tensor(targets, dtype=torch.long)
+    # numpy for the grouping: torch.unique / nonzero are slow on a busy CPU
+    labels = np.asarray(targets, dtype=np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    members_by_class = np.split(np.argsort(labels, kind="stable"), np.cumsum(counts)[:-1])
     generator = torch.Generator().manual_seed(seed)
     chosen = []
-    for c in torch.unique(targets).tolist():
-        members = torch.nonzero(targets == c).flatten()
+    for c, members in zip(classes.tolist(), members_by_class):
         if per_class is not None:
             k = per_class
             if not 0 < k <= len(members):
@@ -480,15 +484,15 @@ def class_balanced_subset(targets, per_class: int | None = None, fraction: float
             if not 0 < fraction <= 1:
                 raise ValueError(f"fraction must be in (0, 1], got {fraction}")
             k = max(1, round(fraction * len(members)))
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
-    return torch.sort(torch.cat(chosen)).values
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k].numpy()])
+    return torch.from_numpy(np.sort(np.concatenate(chosen)))
 
 
 def subset_indices(targets, subset: int | float, seed: int = 0) -> torch.Tensor:
     """``subset`` as used by ``get_dataset``: an int is a total count split evenly over the
     classes (it must be a multiple of the number of classes), a float in (0, 1] a fraction
     of every class."""
-    num_classes = len(torch.unique(torch.as_tensor(targets)))
+    num_classes = len(np.unique(np.asarray(targets)))
     if isinstance(subset, float):
         return class_balanced_subset(targets, fraction=subset, seed=seed)
     if subset % num_classes:

@@ -31,6 +31,8 @@ def test_fashion_mnist_shapes_labels_and_hash(fmnist_root):
     assert torch.equal(torch.bincount(train.targets), torch.full((10,), 6000))
     image, label = train[5]
     assert image.shape == (1, 28, 28) and image.dtype == torch.uint8 and label == int(train.targets[5])
+    image.zero_()  # samples are copies: a transform writing in place cannot corrupt the dataset
+    assert train.images[5].any()
     assert len(train.hash) == 64 and train.hash != test.hash
 
 

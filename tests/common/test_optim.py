@@ -43,8 +43,9 @@ def test_named_exemptions_frozen_params_and_moco_v3_mode():
     wrapped = nn.ModuleDict({"encoder": model})  # names match as dotted suffixes
     groups = param_groups_weight_decay(wrapped, no_decay_names=("pos_embed",))
     assert id(named["pos_embed"]) in _ids(groups[1]["params"])
-    (everything,) = param_groups_weight_decay(model, exclude_1d=False)
+    (everything,) = param_groups_weight_decay(model, exclude_1d=False, lr_scale=0.1)
     assert everything["wd_scale"] == 1.0 and len(everything["params"]) == len(named) - 1
+    assert everything["lr_scale"] == 0.1
 
 
 def test_layer_ids_follow_beit_convention():
