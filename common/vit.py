@@ -33,7 +33,7 @@ from typing import Iterable, Mapping
 
 import torch
 import torch.nn as nn
-from timm.layers import LayerNorm
+from timm.layers import LayerNorm, resample_abs_pos_embed
 from timm.layers.attention import Attention
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.checkpoint import checkpoint
@@ -154,7 +154,9 @@ class ViT(VisionTransformer):
     """timm ``VisionTransformer`` encoder (no classifier head) with the repository's hooks.
 
     Arguments beyond the contract in ``docs/CONTRACTS.md`` (all defaulted to ViT/DeiT/MAE
-    values): ``pre_norm`` (LayerNorm before the blocks, no patch bias: CLIP), ``norm_eps``
+    values): ``pos_interp_antialias`` (timm resizes the position table for other input sizes
+    with antialiased bicubic interpolation; DINO-style code bases use plain bicubic, False),
+    ``pre_norm`` (LayerNorm before the blocks, no patch bias: CLIP), ``norm_eps``
     (1e-5 for CLIP), ``act_layer`` (``"quick_gelu"`` for OpenAI CLIP) and ``weight_init``
     (timm's init scheme, ``""`` or ``"moco"`` / ``"jax"``).
 
@@ -181,6 +183,7 @@ class ViT(VisionTransformer):
         fused_attn: bool = True,
         grad_checkpointing: bool = False,
         dynamic_img_size: bool = False,
+        pos_interp_antialias: bool = True,
         global_pool: str = "token",
         pre_norm: bool = False,
         norm_eps: float = 1e-6,
@@ -250,6 +253,7 @@ class ViT(VisionTransformer):
             fused_attn=fused_attn,
             grad_checkpointing=grad_checkpointing,
             dynamic_img_size=dynamic_img_size,
+            pos_interp_antialias=pos_interp_antialias,
             global_pool=global_pool,
             pre_norm=pre_norm,
             norm_eps=float(norm_eps),
@@ -263,6 +267,7 @@ class ViT(VisionTransformer):
         self.num_prefix_tokens = num_class_tokens + reg_tokens
 
         self.pos_embed_kind = pos_embed
+        self.pos_interp_antialias = pos_interp_antialias
         self.freeze_patch_embed = freeze_patch_embed
         if num_class_tokens == 2:
             # timm builds one class token; widen it and the prefix part of the table so that
@@ -376,6 +381,22 @@ class ViT(VisionTransformer):
         return torch.cat([tokens[:, :P], kept], dim=1)
 
     # ------------------------------------------------------------------ forward
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepend class and register tokens and add the position table (timm's layout with a
+        slot per prefix token); for another input size only the patch part of the table is
+        resized (bicubic)."""
+        if self.dynamic_img_size:
+            grid = x.shape[1:3]  # the patch embedding returns NHWC in this mode
+            x = x.flatten(1, 2)
+            pos_embed = resample_abs_pos_embed(
+                self.pos_embed, grid, self.grid_size, num_prefix_tokens=self.num_prefix_tokens,
+                antialias=self.pos_interp_antialias,
+            )
+        else:
+            pos_embed = self.pos_embed
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        return self.pos_drop(torch.cat(prefix + [x], dim=1) + pos_embed)
+
     def embed(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Patch embedding + prefix tokens + position embedding (+ token subset) ``[B, P + n, D]``."""
         self._check_image(x)

@@ -228,6 +228,33 @@ def test_two_class_tokens_have_distinct_position_embeddings():
     assert not torch.allclose(out.class_tokens[:, 0], out.class_tokens[:, 1])
 
 
+def test_multi_crop_resizes_only_the_patch_part_of_the_table():
+    from timm.layers import resample_abs_pos_embed
+
+    vit = smoke_vit(num_class_tokens=2, reg_tokens=1, dynamic_img_size=True)
+    x = images(size=16)
+    with torch.no_grad():
+        out = vit(x, layers=[0], norm_layers=False)
+        patch_table = resample_abs_pos_embed(vit.pos_embed[:, 3:], (4, 4), (8, 8), num_prefix_tokens=0)
+        prefix = torch.cat([vit.cls_token, vit.reg_token], dim=1) + vit.pos_embed[:, :3]
+        patches = vit.patch_embed.proj(x).flatten(2).transpose(1, 2) + patch_table
+    torch.testing.assert_close(out.hidden[0], torch.cat([prefix.expand(2, -1, -1), patches], dim=1))
+
+
+def test_multi_crop_without_antialias_is_plain_bicubic():
+    import torch.nn.functional as F
+
+    vit = smoke_vit(dynamic_img_size=True, pos_interp_antialias=False)
+    x = images(size=16)
+    with torch.no_grad():
+        out = vit(x, layers=[0], norm_layers=False)
+        grid = vit.pos_embed[0, 1:].reshape(1, 8, 8, 64).permute(0, 3, 1, 2)
+        table = F.interpolate(grid, size=(4, 4), mode="bicubic", align_corners=False)
+        table = table.permute(0, 2, 3, 1).reshape(16, 64)
+    patches = out.hidden[0][:, 1:] - vit.patch_embed.proj(x).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(patches, table.expand(2, -1, -1), rtol=1e-5, atol=1e-5)
+
+
 def test_registers_count_as_prefix_tokens():
     vit = smoke_vit(num_class_tokens=0, reg_tokens=2, global_pool="avg")
     out = vit(images(), keep=torch.zeros(2, 3, dtype=torch.long))
