@@ -48,8 +48,8 @@ class Centers(nn.Module):
 
     def __init__(self, names: tuple[str, ...], out_dim: int, momentum: float = 0.9):
         super().__init__()
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"center momentum must lie in [0, 1), got {momentum}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"center momentum must lie in [0, 1] (1 keeps the center fixed), got {momentum}")
         self.names, self.momentum = tuple(names), float(momentum)
         self.register_buffer("center", torch.zeros(len(names), out_dim))
         self._staged: dict[str, torch.Tensor] = {}
