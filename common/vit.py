@@ -11,13 +11,20 @@ checkpoints load as they are.  What it adds:
   relations are not requested run timm's own ``Block.forward`` (fused SDPA attention);
   only the requested blocks materialise the ``[B, H, N, N]`` matrix.
 * 0, 1 or 2 class tokens, each with its own position-embedding slot, and register tokens.
-  Token layout: ``[cls_1, (cls_2,) reg_1 .. reg_R, patch_1 .. patch_N]``.  A second class
+  Token layout: ``[cls_1, (cls_2,) reg_1 .. reg_R, patch_1 .. patch_N]``.  Registers also
+  get a position slot (timm's ``no_embed_class=False`` layout, which keeps timm/MAE/DeiT
+  keys and shapes); DINOv2-style registers without position embedding are not offered.  A second class
   token lives in ``cls_token[:, 1]`` (``cls_token`` is ``[1, 2, D]``) and its position
   embedding in ``pos_embed[:, 1]`` (``pos_embed`` is ``[1, 2 + R + N, D]``), which is the
   layout of the official UDI checkpoints.
 * ``pos_embed="sincos"``: the fixed 2-D sin-cos table of MAE / MoCo v3 (prefix slots zero),
   stored in the usual ``pos_embed`` key with ``requires_grad=False``.
 * ``freeze_patch_embed=True``: MoCo v3's frozen random patch projection.
+
+* ``dynamic_img_size=True`` (multi-crop): the patch part of the table is resized to the
+  input's grid (bicubic; ``pos_interp_antialias`` chooses timm's antialiased resize or the
+  plain one of DINO-style code); prefix slots are unchanged.
+* Hidden states may include layer 0, the embedded tokens that enter block 1.
 
 Helpers: ``load_state_dict_checked`` (strict load with a readable report) and
 ``attention_probs`` (softmax attention maps of chosen blocks, for analysis metrics).
@@ -435,17 +442,21 @@ class ViT(VisionTransformer):
         hidden: dict[int, torch.Tensor] = {}
         captured: dict[int, torch.Tensor] = {}
 
-        h = self.embed(x, keep)
-        for i in range(self.depth + 1):
-            if i > 0:
-                if i in relation_ids:
-                    h, captured[i] = self._run_block(self.blocks[i - 1], h, with_relations=True)
-                else:
-                    h = self._run_block(self.blocks[i - 1], h, with_relations=False)
+        def record(i: int, h: torch.Tensor) -> None:
             if i in hidden_ids:
                 hidden[i] = self.norm(h) if norm_layers else h
+
+        h = self.embed(x, keep)
+        record(0, h)
+        for i, block in enumerate(self.blocks, start=1):
+            if i in relation_ids:
+                h, captured[i] = self._run_block(block, h, with_relations=True)
+            else:
+                h = self._run_block(block, h, with_relations=False)
+            record(i, h)
         tokens = hidden[self.depth] if norm_layers and self.depth in hidden else self.norm(h)
         return ViTOutput(tokens, self.num_prefix_tokens, self.num_class_tokens, hidden, captured)
+
 
 def load_state_dict_checked(
     vit: nn.Module, state_dict: Mapping[str, torch.Tensor], ignore_prefixes: Iterable[str] = ()
