@@ -41,11 +41,11 @@ def plan_runs(paper: str, overrides: list[str]) -> list[RunSpec]:
     table = OmegaConf.to_container(base.runs, resolve=True) if base.get("runs") else {}
     if not table:
         name = base.run_name or default_run_name(base)
-        return [RunSpec(name, [*overrides, f"run_name={name}"],
-                        load_config(paper, [*overrides, f"run_name={name}"]))]
+        return [RunSpec(name, [*overrides, f"run_name='{name}'"],
+                        load_config(paper, [*overrides, f"run_name='{name}'"]))]
     specs = []
     for name, run_overrides in table.items():
-        full = [*overrides, *(run_overrides or []), f"run_name={name}"]
+        full = [*overrides, *(run_overrides or []), f"run_name='{name}'"]
         try:
             specs.append(RunSpec(name, full, load_config(paper, full)))
         except ConfigError as exc:
@@ -128,7 +128,6 @@ def executor_parameters(cluster: DictConfig) -> dict:
     if cluster.executor == "slurm":
         params["slurm_signal_delay_s"] = int(cluster.signal_delay_s)
         params["slurm_array_parallelism"] = int(cluster.array_parallelism)
-        params["slurm_max_num_timeout"] = int(cluster.max_requeue)
         for key in ("partition", "account", "qos", "constraint", "exclude"):
             if cluster.get(key):
                 params[f"slurm_{key}"] = str(cluster[key])
@@ -147,18 +146,14 @@ def make_executor(cluster: DictConfig, folder: Path):
 
 
 def sbatch_preview(cluster: DictConfig, folder: Path, n_jobs: int) -> str:
-    """The #SBATCH header submitit would write, without submitting anything."""
+    """The #SBATCH header submitit would write for `n_jobs` runs (one array), without submitting."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    params = {k.removeprefix("slurm_"): v for k, v in executor_parameters(cluster).items()
-              if k not in ("slurm_max_num_timeout",)}
-    params["signal_delay_s"] = params.pop("signal_delay_s", 90)
-    parallel = params.pop("array_parallelism", n_jobs)
-    params["array"] = f"0-{n_jobs - 1}%{min(parallel, n_jobs)}" if n_jobs > 1 else None
-    additional = params.pop("additional_parameters", None)
-    text = _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=str(folder),
-                               additional_parameters=additional,
-                               **{k: v for k, v in params.items() if v is not None})
+    slurm = make_executor(cluster, folder)._executor
+    params = dict(slurm.parameters)
+    if n_jobs > 1:
+        params["map_count"] = n_jobs
+    text = _make_sbatch_string(command=slurm._submitit_command_str, folder=slurm.folder, **params)
     return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
 
 
@@ -194,9 +189,10 @@ def submit(paper: str, specs: list[RunSpec], cluster: DictConfig, wait: bool = T
     results, failures = [], []
     for spec, job in zip(specs, jobs):
         try:
-            results.append(job.result())
+            # a multi-task job returns one summary per rank; rank 0's is the run's
+            results.append(job.results()[0])
         except Exception as exc:
-            failures.append(f"run {spec.name} (job {job.job_id}) failed: {str(exc).strip().splitlines()[-1]}\n"
+            failures.append(f"run {spec.name} (job {job.job_id}) failed: {job_error_line(exc)}\n"
                             f"  stderr log: {job.paths.stderr}\n  stdout log: {job.paths.stdout}")
     if failures:
         raise JobFailure("\n".join(failures))
@@ -205,6 +201,24 @@ def submit(paper: str, specs: list[RunSpec], cluster: DictConfig, wait: bool = T
 
 class JobFailure(RuntimeError):
     pass
+
+
+def job_error_line(exc: Exception) -> str:
+    """The exception line of a failed job's traceback.
+
+    submitit's FailedJobError message embeds the job's traceback between rules of dashes and
+    ends with log paths; the last line before the closing rule is the error itself.
+    """
+    lines = [line.strip() for line in str(exc).splitlines()]
+    inside, last = False, None
+    for line in lines:
+        if line.startswith("-----"):
+            if inside and last:
+                return last
+            inside, last = not inside, None
+        elif inside and line:
+            last = line
+    return last or next((line for line in lines if line), type(exc).__name__)
 
 
 def render_tables(paper: str, experiment: str) -> str | None:

@@ -203,7 +203,7 @@ def make_plan(cfg: DictConfig, dataset_len: int, world: int) -> Plan:
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
-    return Path(cfg.train.out_root) / cfg.paper / cfg.run_name
+    return Path(str(cfg.train.out_root)) / str(cfg.paper) / str(cfg.run_name)
 
 
 class JsonlLogger:

@@ -92,3 +92,18 @@ def test_bad_override_exits_with_readable_error(toy_env):
                          text=True, timeout=120)
     assert out.returncode != 0
     assert "unknown config key 'optim.lrr'" in out.stderr and "optim.lr" in out.stderr
+
+
+def test_experiment_none_selects_a_single_run(toy_overrides):
+    [spec] = plan_runs("toy_paper", [*toy_overrides, "experiment=none"])
+    assert spec.cfg.experiment_name == "default" and spec.name.startswith("toy-smoke-")
+
+
+def test_job_error_line_is_the_exception_not_a_log_path():
+    from common.launch import job_error_line
+    exc = submitit.core.utils.FailedJobError(
+        "Job (task=0) failed during processing with trace:\n----------------------\n"
+        "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+        "KeyError: 'no-such-dataset'\n----------------------\n"
+        "You can check full logs with job.stderr(0) and job.stdout(0)or at paths:\n  - /x/0_log.err\n")
+    assert job_error_line(exc) == "KeyError: 'no-such-dataset'"

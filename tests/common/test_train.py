@@ -90,7 +90,7 @@ def test_truncated_latest_checkpoint_falls_back_with_warning(toy_overrides, capl
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(toy_overrides, toy_env):
-    args = [*toy_overrides, "run_name=nan", "method.nan_at_step=12"]
+    args = [*toy_overrides, "run_name=nanrun", "method.nan_at_step=12"]
     proc = subprocess.run([*LAUNCH, *args], env=toy_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "loss became nan at step 12" in proc.stderr

@@ -1,0 +1,64 @@
+"""Evaluate one mini encoder (or the floor rows) with the cross-paper protocol set.
+
+Every method of the four papers goes through exactly the same protocols, with the same eval
+config, so the rows of RESULTS.md are comparable: k-NN, linear (final token and one head per
+block), attentive probe, low-shot 1%/10%, and k-NN transfer to MNIST-5k.
+
+    python scripts/cross_eval.py --run bootleg-mini          # records in results/cross/<run>/
+    python scripts/cross_eval.py --floors                    # pixels + random init of each arch
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from eval.api import evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+PROTOCOLS = ("knn", "linear", "attentive", "lowshot")
+# One config for every row; the per-layer heads come from the same frozen pass as the final one.
+CROSS_CFG = {"linear": {"per_layer": True}, "table": "cross", "progress": False}
+TRANSFER = {"data": "mnist5k"}
+
+
+def runs_table() -> dict:
+    return yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["runs"]
+
+
+def evaluate_all(encoder: str, out_dir: Path, run_info: dict | None = None) -> None:
+    for protocol in PROTOCOLS:
+        evaluate(encoder, protocol, CROSS_CFG, out_dir=out_dir, run_info=run_info)
+    evaluate(encoder, "knn", {**CROSS_CFG, **TRANSFER}, out_dir=out_dir / "mnist5k", run_info=run_info)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", help="a run name of dvc_runs.yaml")
+    what.add_argument("--floors", action="store_true", help="raw pixels and a random encoder of the mini arch")
+    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--results", default="results/cross")
+    args = p.parse_args(argv)
+    out = Path(args.results)
+    if args.floors:
+        evaluate_all("pixels", out / "floors" / "pixels", {"method": "pixels", "run": "pixels"})
+        reference = next(iter(runs_table().items()))
+        arch_source = Path(args.runs_root) / reference[1]["paper"] / reference[0] / "encoder.pt"
+        evaluate_all(f"random:{arch_source}", out / "floors" / "random",
+                     {"method": "random", "run": "random"})
+        return 0
+    runs = runs_table()
+    if args.run not in runs:
+        print(f"error: unknown run {args.run!r}; known: {', '.join(runs)}", file=sys.stderr)
+        return 2
+    paper = runs[args.run]["paper"]
+    encoder = Path(args.runs_root) / paper / args.run / "encoder.pt"
+    evaluate_all(str(encoder), out / args.run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
