@@ -40,6 +40,7 @@ from torch.utils.data import default_collate
 
 TRUNCATIONS = ("prefix", "random")
 ASPECT_SAMPLINGS = ("uniform", "log_uniform")
+SPREADS = ("none", "density", "coverage")
 # The reference relaxes one acceptable-region constraint after this many failed draws.
 IJEPA_RETRIES_PER_CONSTRAINT = 20
 # Bounded redraws of a sample whose targets leave too small a context; after that the
@@ -208,7 +209,7 @@ class BootlegMaskGenerator:
 
     def __init__(self, grid: tuple[int, int], npred: int = 4, pred_scale=(0.15, 0.2),
                  aspect=(0.75, 1.5), context_ratio: float = 0.25, allow_overlap: bool = False,
-                 spread: bool = False, aspect_sampling: str = "uniform"):
+                 spread: str = "none", aspect_sampling: str = "uniform"):
         self.grid = (int(grid[0]), int(grid[1]))
         self.npred = int(npred)
         self.pred_scale = _check_range("pred_scale", pred_scale, 0.0, 1.0)
@@ -219,7 +220,9 @@ class BootlegMaskGenerator:
             raise ValueError(f"mask.aspect_sampling={aspect_sampling!r}; choose one of "
                              f"{ASPECT_SAMPLINGS}")
         self.allow_overlap = bool(allow_overlap)
-        self.spread = bool(spread)
+        if spread not in SPREADS:
+            raise ValueError(f"mask.spread={spread!r}; choose one of {SPREADS}")
+        self.spread = spread
         self.aspect_sampling = aspect_sampling
         _check_targets_fit(self.grid, self.npred, self.pred_scale, self.aspect,
                            strict_cap=False, allow_overlap=self.allow_overlap,
@@ -236,18 +239,37 @@ class BootlegMaskGenerator:
             a = lo + r_aspect * (hi - lo)
         return block_shape(self.grid[0] * self.grid[1], s, a, self.grid, strict_cap=False)
 
-    def _candidate_keys(self, candidates: torch.Tensor, generator) -> torch.Tensor:
+    def _coverage_weight(self, size: tuple[int, int]) -> torch.Tensor:
+        """``1 / P(position is left uncovered by the M targets)`` on the grid, ``[H*W]``.
+
+        A block of height h placed uniformly covers row r with probability
+        ``(#tops in [r-h+1, r] within [0, H-h]) / (H-h+1)``; rows and columns are independent
+        and the M blocks too, so a position stays a candidate with ``(1 - p_row p_col)^M``.
+        """
+        def line(n, k):
+            r = torch.arange(n)
+            tops = torch.clamp(torch.minimum(r, torch.tensor(n - k)) - torch.clamp(r - k + 1, min=0) + 1, min=0)
+            return tops.float() / (n - k + 1)
+
+        cover = line(self.grid[0], size[0]).view(-1, 1) * line(self.grid[1], size[1]).view(1, -1)
+        return (1.0 - cover).clamp_min(1e-6).pow(-self.npred).flatten()
+
+    def _candidate_keys(self, candidates: torch.Tensor, size, generator) -> torch.Tensor:
         """Random keys whose top-k is a weighted sample without replacement of candidates.
 
-        Uniform keys give a uniform subsample; with ``spread`` the key ``u**(1/weight)``
-        (Efraimidis-Spirakis) samples candidates with weight inversely proportional to
-        the number of candidates in their 3x3 neighbourhood, which favours isolated tokens.
+        Uniform keys give a uniform subsample. Otherwise the key ``u ** (1 / weight)``
+        (Efraimidis-Spirakis) samples with ``weight``: ``density`` = the inverse number of
+        candidates in the 3x3 neighbourhood (favours isolated tokens); ``coverage`` = the
+        inverse probability that the targets leave the position free (favours the centre,
+        which targets cover most often), which flattens the visibility map.
         """
         u = torch.rand(candidates.shape, generator=generator)
-        if self.spread:
+        if self.spread == "density":
             density = F.avg_pool2d(candidates.float().view(-1, 1, *self.grid), 3, stride=1,
                                    padding=1, count_include_pad=False).flatten(1)
             u = u.clamp_min(1e-12).pow(density.clamp_min(1e-6))
+        elif self.spread == "coverage":
+            u = u.clamp_min(1e-12).pow(1.0 / self._coverage_weight(size))
         return torch.where(candidates, u, torch.full_like(u, -1.0))
 
     def _place_targets(self, n, size, generator) -> torch.Tensor:
@@ -285,7 +307,7 @@ class BootlegMaskGenerator:
             raise ValueError(f"the {self.npred} target blocks of {size[0]}x{size[1]} covered a "
                              f"whole {self.grid[0]}x{self.grid[1]} grid; lower mask.npred or "
                              f"mask.pred_scale")
-        keys = self._candidate_keys(candidates, generator)
+        keys = self._candidate_keys(candidates, size, generator)
         context = keys.topk(n_context, dim=1).indices.sort(dim=1).values
         return Masks(context, targets)
 

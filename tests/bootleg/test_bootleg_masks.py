@@ -49,7 +49,8 @@ def test_ijepa_masks_valid_over_seeds(kwargs):
         assert masks.context.shape[1] > gen.min_keep
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(spread=True), dict(aspect_sampling="log_uniform"),
+@pytest.mark.parametrize("kwargs", [dict(), dict(spread="density"), dict(spread="coverage"),
+                                    dict(aspect_sampling="log_uniform"),
                                     dict(allow_overlap=True)])
 def test_bootleg_masks_valid_over_seeds(kwargs):
     gen = BootlegMaskGenerator(GRID, **kwargs)
@@ -124,6 +125,13 @@ def test_bootleg_visibility_is_flatter_than_ijepa():
     assert bootleg.std() / bootleg.mean() < ijepa.std() / ijepa.mean()
 
 
+def test_coverage_spread_flattens_the_visibility_map():
+    def spread_of(mode):
+        rate = visibility_rate(BootlegMaskGenerator(GRID, spread=mode), 128, 1024, GRID)
+        return float(rate.std() / rate.mean())
+    assert spread_of("coverage") < 0.7 * spread_of("none")
+
+
 def test_joint_draw_makes_larger_targets_taller():
     def aspect_area_correlation(gen):
         shapes = []
@@ -166,7 +174,7 @@ def test_random_generator_partitions_the_grid():
 
 
 def test_same_generator_seed_gives_same_masks():
-    for gen in (IJepaMaskGenerator(GRID), BootlegMaskGenerator(GRID, spread=True)):
+    for gen in (IJepaMaskGenerator(GRID), BootlegMaskGenerator(GRID, spread="density")):
         a, b = draw(gen, 8, 3), draw(gen, 8, 3)
         assert torch.equal(a.context, b.context) and torch.equal(a.targets, b.targets)
 
@@ -206,3 +214,5 @@ def test_unknown_generator_and_truncation_are_rejected():
         build_mask_generator({"generator": "blocks"}, GRID)
     with pytest.raises(ValueError, match="mask.truncate"):
         IJepaMaskGenerator(GRID, truncate="pad")
+    with pytest.raises(ValueError, match="mask.spread"):
+        BootlegMaskGenerator(GRID, spread=True)
