@@ -51,7 +51,9 @@ refusal_reason() {
     fi
     local id="" id_like=""
     if [[ -r /etc/os-release ]]; then
+        # shellcheck source=/dev/null
         id=$(. /etc/os-release && echo "${ID:-}")
+        # shellcheck source=/dev/null
         id_like=$(. /etc/os-release && echo "${ID_LIKE:-}")
     fi
     if [[ " $id $id_like " != *" debian "* && " $id $id_like " != *" ubuntu "* ]]; then
@@ -66,7 +68,7 @@ refusal_reason() {
 
 # ---------------------------------------------------------------- helpers
 pid_alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
-pid_from() { [[ -r $1 ]] && tr -dc '0-9' <"$1" || true; }
+pid_from() { if [[ -r $1 ]]; then tr -dc '0-9' <"$1"; fi; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 own() { grep -qxF "$1" "$OWNED" 2>/dev/null || echo "$1" >>"$OWNED"; }
 
@@ -94,6 +96,7 @@ show_logs() {
 
 fail_start() { log "error: $*"; show_logs; exit 1; }
 
+queue_empty() { [[ -z $(squeue --noheader --format=%i) ]]; }
 node_state() { sinfo --noheader --nodes="$(hostname -s)" --format=%T 2>/dev/null | head -n1; }
 node_idle() { [[ $(node_state) == idle ]]; }
 node_usable() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }
@@ -358,7 +361,7 @@ cmd_stop() {
     if pid_alive "$(pid_from "$RUN_DIR/slurmctld.pid")" &&
         [[ -n $(squeue --noheader --format=%i 2>/dev/null) ]]; then
         scancel --full --partition="$PARTITION" 2>/dev/null || true
-        wait_for 15 "jobs to end" bash -c '[[ -z $(squeue --noheader --format=%i) ]]' || true
+        wait_for 15 "jobs to end" queue_empty || true
     fi
     stop_pids "slurmd:$RUN_DIR/slurmd.pid" "slurmctld:$RUN_DIR/slurmctld.pid"
     # The job steps' slurmstepd processes belong to this cluster; any left after slurmd stopped

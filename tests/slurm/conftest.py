@@ -1,4 +1,4 @@
-"""The SLURM end-to-end tests run against the real single-node cluster of tests/slurm/cluster.sh.
+"""Tests marked `slurm` run against the real single-node cluster of tests/slurm/cluster.sh.
 
 They are skipped, with the reason printed at the end of the session, when this machine is not
 one the script may touch (not root, not Debian/Ubuntu, a foreign slurm.conf) or when the
@@ -37,7 +37,10 @@ def unavailable_reason() -> str | None:
 
 
 @pytest.fixture(autouse=True)
-def _require_cluster():
+def _require_cluster(request):
+    """Tests marked `slurm` need the cluster up; the others here test the script itself."""
+    if request.node.get_closest_marker("slurm") is None:
+        return
     reason = unavailable_reason()
     if reason:
         pytest.skip(f"SLURM tests skipped: {reason}")
