@@ -1,0 +1,106 @@
+"""Entry point: ``python hybrid_distill/launch.py [--slurm] [--dry-run] [experiment=...] [k=v ...]``.
+
+Without arguments it runs the mini comparison (Hybrid Distill vs Distill-DeiT / -MAE /
+-CLIP on Fashion-MNIST) and prints its table. Before the runs, every teacher they need
+that is an ``encoder.pt`` of this repository and does not exist yet is built by running
+its ``build`` command (another entry point of the repository, as a subprocess: a paper
+directory never imports another one). Existing teachers are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python hybrid_distill/launch.py` puts only hybrid_distill/ on the path
+    sys.path.insert(0, str(REPO))
+
+from common.checkpoint import sha256_file  # noqa: E402
+from common.launch import build_parser, main, plan_runs  # noqa: E402
+from hybrid_distill.model import build_student, used_teachers  # noqa: E402
+
+PAPER = "hybrid_distill"
+MANIFEST = Path("results") / PAPER / "teachers.json"
+
+
+def needed_teachers(overrides: list[str], only: str | None = None) -> dict[str, dict]:
+    """Encoder teachers used by the selected runs: path -> {name, build, exists}."""
+    specs = plan_runs(PAPER, overrides)
+    if only:
+        specs = [s for s in specs if s.name in only.split(",")]
+    needed = {}
+    for spec in specs:
+        for name in used_teachers(spec.cfg):
+            t = spec.cfg.teachers[name]
+            if t.kind == "encoder":
+                needed[str(t.path)] = {"name": name, "build": list(t.get("build") or []),
+                                       "exists": Path(t.path).is_file()}
+    return needed
+
+
+def build_teachers(needed: dict[str, dict], dry_run: bool) -> None:
+    for path, t in needed.items():
+        if t["exists"]:
+            continue
+        if not t["build"]:
+            message = (f"teacher {t['name']!r} ({path}) is missing and its config has no `build` "
+                       "command; train it or point teachers.<name>.path to an encoder.pt")
+            if dry_run:
+                print(f"# {message}")
+                continue
+            raise SystemExit(message)
+        cmd = [sys.executable, *t["build"]]
+        print(f"# building missing teacher {t['name']}: {' '.join(cmd)}", flush=True)
+        if dry_run:
+            continue
+        subprocess.run(cmd, check=True, cwd=REPO)
+        if not Path(path).is_file():
+            raise SystemExit(f"the build command of teacher {t['name']!r} finished but {path} does not exist; "
+                             "its run name or export path disagrees with teachers/<scale>.yaml")
+
+
+def write_manifest(needed: dict[str, dict]) -> None:
+    """Teachers by path + sha256 + the command that built them (provenance of the mini table)."""
+    entries = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+    for path, t in needed.items():
+        if Path(path).is_file():
+            entries[t["name"]] = {"path": path, "sha256": sha256_file(path), "build": " ".join(["python", *t["build"]])}
+    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    MANIFEST.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+
+def evaluate_floors(overrides: list[str]) -> None:
+    """The two floor rows of every table (raw pixels, randomly initialised student) under the
+    experiment's protocols; skipped when their records exist."""
+    from eval.api import evaluate
+
+    cfg = plan_runs(PAPER, overrides)[0].cfg
+    arch_file = Path(cfg.train.out_root) / PAPER / f"student_arch_{cfg.scale_name}.json"
+    arch_file.parent.mkdir(parents=True, exist_ok=True)
+    arch_file.write_text(json.dumps(build_student(cfg).arch, sort_keys=True))
+    for run_name, spec in (("floor_pixels", "pixels"), ("floor_random", f"random:{arch_file}")):
+        out_dir = Path(cfg.results_root) / PAPER / run_name
+        for protocol in cfg.eval.protocols:
+            if protocol == "finetune" and spec == "pixels":
+                continue  # nothing to fine-tune
+            if not (out_dir / f"{protocol}.json").is_file():
+                evaluate(spec, protocol, cfg.eval, out_dir=out_dir, run_info={"run": run_name, "table": "floor"})
+
+
+def run(argv: list[str]) -> None:
+    args = build_parser(PAPER).parse_args(argv)
+    if not args.slurm:  # paper-scale teachers are timm weight files; nothing to build for SLURM
+        needed = needed_teachers(list(args.overrides), args.only)
+        build_teachers(needed, args.dry_run)
+        if not args.dry_run:
+            if needed:
+                write_manifest(needed)
+            evaluate_floors(list(args.overrides))
+    main(paper=PAPER, argv=argv)
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])
