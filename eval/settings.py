@@ -51,7 +51,11 @@ def _group_file(group: str, name: str) -> Path:
 def resolve(user: DictConfig | dict | None = None) -> DictConfig:
     """The full eval config: defaults, recipes and scale, then ``user`` on top."""
     defaults = OmegaConf.load(CONFIG_DIR / "eval.yaml")
-    user = OmegaConf.create({} if user is None else OmegaConf.to_container(OmegaConf.create(user), resolve=True))
+    if user is None:
+        user = {}
+    elif isinstance(user, DictConfig):  # a node of a paper config: resolve against its root (${data.root})
+        user = OmegaConf.to_container(user, resolve=True)
+    user = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(user), resolve=True))
     _check_keys(user, defaults)
     probe = OmegaConf.merge(defaults, user)
     layers = [
