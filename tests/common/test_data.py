@@ -184,6 +184,8 @@ def test_mnist5k_rejects_a_tampered_copy(mnist5k_root, tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ChecksumError, match="delete it and run `python -m common.data prepare"):
         get_dataset("mnist5k", "train", root=tmp_path)
+    data.prepare_mnist5k(tmp_path)  # prepare replaces a copy that fails verification
+    assert len(get_dataset("mnist5k", "train", root=tmp_path)) == 4000
 
 
 def test_digits_splits_and_stats():
