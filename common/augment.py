@@ -55,7 +55,8 @@ def flip(p: float = 0.5) -> v2.Transform:
 
 def color_jitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p: float = 0.8) -> v2.Transform:
     """Colour jitter applied with probability ``p`` (BYOL/DINO: 0.4, 0.4, 0.2, 0.1, p=0.8).
-    Saturation and hue need 3-channel input: put ``to_rgb()`` first for grayscale sets."""
+    On grayscale data (1 channel, or replicated to 3) saturation and hue change nothing;
+    brightness and contrast still apply."""
     return v2.RandomApply([v2.ColorJitter(brightness, contrast, saturation, hue)], p=p)
 
 

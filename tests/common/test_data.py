@@ -368,3 +368,20 @@ def test_prepare_download_uses_torchvision_layout(tmp_path, monkeypatch):
     dest = data.prepare_fashion_mnist(tmp_path / "data", source=tmp_path / "nowhere", download=True)
     assert sorted(p.name for p in dest.iterdir()) == sorted(f"{n}.gz" for n in data.FASHION_MNIST_FILES)
     assert len(data.fashion_mnist("test", root=tmp_path / "data", source=tmp_path / "nowhere")) == 10000
+
+
+def test_photometric_blocks_behave_as_their_definitions():
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    solar = data.solarize(p=1.0, threshold=128)(image)
+    assert torch.equal(solar, torch.where(image >= 128, 255 - image, image))
+    gray = data.grayscale(p=1.0)(image)
+    assert gray.shape == (3, 32, 32) and torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    assert torch.equal(data.flip(p=1.0)(image), image.flip(-1))
+    assert data.blur_kernel_size(224) == 23 and data.blur_kernel_size(28) == 3
+    blurred = data.gaussian_blur(p=1.0, img_size=32, sigma=(2.0, 2.0))(image).float()
+    assert blurred.std() < 0.5 * image.float().std()  # white noise loses most of its variance
+    assert torch.equal(data.gaussian_blur(p=0.0, img_size=32)(image), image)
+    assert data.random_resized_crop(20, scale=(0.2, 1.0))(image).shape == (3, 20, 20)
+    with pytest.raises(ValueError, match=r"use one of \['bicubic', 'bilinear', 'nearest'\]"):
+        data.random_resized_crop(20, interpolation="lanczos")
