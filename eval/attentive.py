@@ -17,6 +17,7 @@ from timm.layers import Mlp
 from timm.models.vision_transformer import Block
 
 from eval.heads import CachedBatches, HeadSpec, train_grid
+from eval.linear import AugmentedBatches, train_transform
 
 
 class CrossAttention(nn.Module):
@@ -123,14 +124,18 @@ def build_probe(kind: str, dim: int, num_classes: int, num_heads: int, depth: in
 def run(ctx) -> tuple[dict, str, dict]:
     c = ctx.cfg.attn_probe
     dtype = getattr(torch, str(c.token_dtype))
-    train = ctx.features("train", ["patch_tokens"], token_dtype=dtype)
     val = ctx.features("val", ["patch_tokens"], token_dtype=dtype)
-    dim = train["patch_tokens"].shape[-1]
+    dim = val["patch_tokens"].shape[-1]
     heads = int(c.num_heads or ctx.encoder.model.num_heads)
     torch.manual_seed(int(ctx.cfg.seed))
     probe = build_probe(c.kind, dim, ctx.num_classes, heads, int(c.depth), float(c.mlp_ratio))
     spec = HeadSpec(c.kind, "patch_tokens", float(c.lr), float(c.wd))
-    batches = CachedBatches(train, ctx.labels("train"), int(c.batch_size), int(ctx.cfg.seed))
+    if c.aug == "none":
+        train = ctx.features("train", ["patch_tokens"], token_dtype=dtype)
+        batches = CachedBatches(train, ctx.labels("train"), int(c.batch_size), int(ctx.cfg.seed))
+    else:  # V-JEPA: augmented images through the frozen encoder every epoch
+        batches = AugmentedBatches(ctx, ["patch_tokens"], train_transform(ctx, str(c.aug)), int(c.batch_size),
+                                   int(ctx.cfg.seed))
     res = train_grid({spec.name: probe}, [spec], batches, val, ctx.labels("val"),
                      epochs=int(c.epochs), optimizer="adamw", warmup_epochs=float(c.warmup_epochs),
                      report=c.report, progress=bool(ctx.cfg.progress), desc="attentive probe")[spec.name]

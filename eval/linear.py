@@ -70,7 +70,8 @@ class AugmentedBatches:
 
 
 def train_transform(ctx, kind: str):
-    """uint8 ``[C, H, W]`` -> augmented normalised float (RRC + flip, or Mugs-strong)."""
+    """uint8 ``[C, H, W]`` -> augmented normalised float: ``plain`` (RRC + flip), ``mugs_strong``
+    (UDI linear probe) or ``autoaug`` (V-JEPA attentive probe: AutoAugment + random erasing)."""
     from torchvision.transforms import v2
 
     from common.augment import flip, random_resized_crop
@@ -80,10 +81,12 @@ def train_transform(ctx, kind: str):
     if kind == "mugs_strong":
         # Mugs/UDI: RandAugment m9 (torchvision's, without timm's magnitude noise) + colour jitter 0.4
         steps += [v2.RandAugment(num_ops=2, magnitude=9), v2.ColorJitter(0.4, 0.4, 0.4)]
+    elif kind == "autoaug":
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))  # timm's 'original' policy is ImageNet's
     elif kind != "plain":
-        raise ValueError(f"linear.aug {kind!r} unknown; use none, plain or mugs_strong")
+        raise ValueError(f"augmentation {kind!r} unknown; use none, plain, mugs_strong or autoaug")
     steps += [pre.channels, pre.normalise]
-    if kind == "mugs_strong":
+    if kind in ("mugs_strong", "autoaug"):
         steps.append(v2.RandomErasing(p=0.25))
     return v2.Compose(steps)
 

@@ -78,10 +78,11 @@ def test_linear_grid_and_per_layer_heads(tiny_encoder, eval_cfg, tmp_path):
     assert {"linear/cls@1/best/top1", "linear/cls@2/best/top1"} <= rec["metrics"].keys()
 
 
-def test_linear_probe_with_augmentation_keeps_encoder_frozen(tiny_encoder, eval_cfg, tmp_path):
+def test_augmented_probes_keep_encoder_frozen(tiny_encoder, eval_cfg, tmp_path):
     from eval import linear
 
-    cfg = settings.resolve({**eval_cfg, "train_subset": 400, "linear": {"aug": "plain", "epochs": 1, "batch_size": 128}})
+    cfg = settings.resolve({**eval_cfg, "train_subset": 200, "val_subset": 100,
+                            "linear": {"aug": "plain", "epochs": 1, "batch_size": 64}})
     ctx = build_context(tiny_encoder, cfg, tmp_path)
     before = {k: v.clone() for k, v in ctx.encoder.model.state_dict().items()}
     metrics, headline, _ = linear.run(ctx)
@@ -89,6 +90,13 @@ def test_linear_probe_with_augmentation_keeps_encoder_frozen(tiny_encoder, eval_
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in ctx.encoder.model.parameters())
     assert headline in metrics
+    from eval import attentive
+
+    ctx.cfg.attn_probe.aug = "autoaug"
+    ctx.cfg.attn_probe.epochs = 1
+    metrics, headline, _ = attentive.run(ctx)
+    assert 0 <= metrics[headline] <= 100
+    assert all(torch.equal(before[k], v) for k, v in ctx.encoder.model.state_dict().items())
 
 
 def test_lowshot_and_analysis(tiny_encoder, eval_cfg, tmp_path):
