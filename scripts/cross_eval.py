@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("knn", "linear", "attentive", "lowshot")
 # One config for every row; the per-layer heads come from the same frozen pass as the final one.
 CROSS_CFG = {"linear": {"per_layer": True}, "table": "cross", "progress": False}
+# The smoke scale only proves the pipeline runs: small subsets, one short schedule.
+SMOKE_CFG = {"train_subset": 1000, "val_subset": 200, "knn": {"k": [5], "report_k": 5},
+             "linear": {"per_layer": True, "epochs": 2, "lr_sweep": [0.1]}, "attn_probe": {"epochs": 1},
+             "lowshot": {"epochs": 5}}
 TRANSFER = {"data": "mnist5k"}
 
 
@@ -28,10 +32,11 @@ def runs_table() -> dict:
     return yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["runs"]
 
 
-def evaluate_all(encoder: str, out_dir: Path, run_info: dict | None = None) -> None:
+def evaluate_all(encoder: str, out_dir: Path, scale: str, run_info: dict | None = None) -> None:
+    cfg = {**CROSS_CFG, **(SMOKE_CFG if scale == "smoke" else {})}
     for protocol in PROTOCOLS:
-        evaluate(encoder, protocol, CROSS_CFG, out_dir=out_dir, run_info=run_info)
-    evaluate(encoder, "knn", {**CROSS_CFG, **TRANSFER}, out_dir=out_dir / "mnist5k", run_info=run_info)
+        evaluate(encoder, protocol, cfg, out_dir=out_dir, run_info=run_info)
+    evaluate(encoder, "knn", {**cfg, **TRANSFER}, out_dir=out_dir / "mnist5k", run_info=run_info)
 
 
 def main(argv=None) -> int:
@@ -39,15 +44,16 @@ def main(argv=None) -> int:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", help="a run name of dvc_runs.yaml")
     what.add_argument("--floors", action="store_true", help="raw pixels and a random encoder of the mini arch")
+    p.add_argument("--scale", choices=("smoke", "mini"), default="mini")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--results", default="results/cross")
     args = p.parse_args(argv)
     out = Path(args.results)
     if args.floors:
-        evaluate_all("pixels", out / "floors" / "pixels", {"method": "pixels", "run": "pixels"})
+        evaluate_all("pixels", out / "floors" / "pixels", args.scale, {"method": "pixels", "run": "pixels"})
         reference = next(iter(runs_table().items()))
         arch_source = Path(args.runs_root) / reference[1]["paper"] / reference[0] / "encoder.pt"
-        evaluate_all(f"random:{arch_source}", out / "floors" / "random",
+        evaluate_all(f"random:{arch_source}", out / "floors" / "random", args.scale,
                      {"method": "random", "run": "random"})
         return 0
     runs = runs_table()
@@ -56,7 +62,7 @@ def main(argv=None) -> int:
         return 2
     paper = runs[args.run]["paper"]
     encoder = Path(args.runs_root) / paper / args.run / "encoder.pt"
-    evaluate_all(str(encoder), out / args.run)
+    evaluate_all(str(encoder), out / args.run, args.scale)
     return 0
 
 

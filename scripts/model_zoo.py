@@ -36,7 +36,8 @@ def zoo_entries(records: list[dict], runs_root: Path) -> dict[str, list[dict]]:
     """Model entries per paper, one per (paper, run), newest record per protocol."""
     by_run: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for rec in records:
-        if rec.get("method") in FLOOR_METHODS:
+        # floors are not models; results/cross/ repeats the runs under the cross-paper protocols
+        if rec.get("method") in FLOOR_METHODS or "cross" in Path(rec["_path"]).parts:
             continue
         check_provenance(rec)
         by_run[(rec["paper"], rec["run"])].append(rec)
