@@ -28,7 +28,7 @@ from torchvision.transforms import v2
 
 from bootleg.loss import layer_weights, layerwise_loss, normalize_target, pixel_targets
 from bootleg.masks import MaskCollator, build_mask_generator
-from common.data import STATS, TransformedDataset, get_dataset, normalize, random_resized_crop
+from common.data import STATS, TransformedDataset, flip, get_dataset, normalize, random_resized_crop
 from common.ema import ema_update, momentum_schedule
 from common.optim import param_groups as weight_decay_groups
 from common.vit import ViT, sincos_pos_embed_2d
@@ -281,7 +281,7 @@ def build_train_data(cfg):
     dataset = get_dataset(d.name, "train", root=d.root, subset=d.train_subset, seed=cfg.train.seed)
     steps = [random_resized_crop(d.img_size, scale=tuple(d.crop_scale))]
     if d.hflip:
-        steps.append(v2.RandomHorizontalFlip())
+        steps.append(flip())
     steps.append(normalize(d.norm_stats, channels=cfg.model.in_chans))
     grid = (d.img_size // cfg.model.patch_size,) * 2
     collate = MaskCollator(build_mask_generator(cfg.mask, grid))
