@@ -199,3 +199,14 @@ def test_cli_runs_protocols_and_reports_errors(tiny_encoder, eval_cfg, tmp_path,
     with pytest.raises(SystemExit):
         main(["protocol=knn"])
     assert "checkpoint=PATH is required" in capsys.readouterr().err
+
+
+def test_cli_default_out_dirs_under_results(tiny_encoder):
+    from pathlib import Path
+
+    from eval.launch import default_out_dir
+
+    assert default_out_dir("pixels", "digits") == Path("results/floors/digits/pixels")
+    assert default_out_dir(str(tiny_encoder), "digits") == Path("results/test/tiny-run")
+    assert default_out_dir(str(tiny_encoder.parent), "digits") == Path("results/test/tiny-run")
+    assert default_out_dir(f"random:{tiny_encoder}", "digits").parent == Path("results/floors/digits")
