@@ -12,7 +12,9 @@ Design, for a CPU shared with other jobs:
   FLOPs of the model (``train_step_flops``).
 * As a load-independent check, the aten operator multiset of one forward + backward step is
   compared between the two models (``--check-ops``): identical lists mean the wrapper adds no
-  tensor work, only Python dispatch.
+  tensor work, only Python dispatch.  The process CPU-time ratio is printed next to the
+  wall-clock one: it moves much less when other jobs compete for the cores (use
+  ``--threads 1`` on a busy machine, so that no thread spins waiting for a descheduled one).
 
     python -m benchmarks.vit_throughput            # both configurations of issue 2
     python -m benchmarks.vit_throughput --runs 9 --configs vit_tiny_p4_32 --verbose
@@ -74,11 +76,12 @@ def timm_loss(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
     return model.forward_features(x).mean()
 
 
-def timed_step(loss_fn, model: torch.nn.Module, x: torch.Tensor) -> float:
+def timed_step(loss_fn, model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one training step."""
     model.zero_grad(set_to_none=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     loss_fn(model, x).backward()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def timed_matmul(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -106,16 +109,18 @@ def bench_config(name: str, runs: int, warmup: int) -> dict:
         timed_matmul(a, b)
         for loss_fn, model in (W, T):
             timed_step(loss_fn, model, x)
-    t_wrapper, t_timm, t_matmul, ratios = [], [], [], []
+    t_wrapper, t_timm, t_matmul, ratios, cpu_ratios = [], [], [], [], []
     for r in range(runs):
         t_matmul.append(timed_matmul(a, b))
         order = (W, T, T, W) if r % 2 == 0 else (T, W, W, T)
         run = {id(wrapper): [], id(plain): []}
         for loss_fn, model in order:
             run[id(model)].append(timed_step(loss_fn, model, x))
-        t_wrapper += run[id(wrapper)]
-        t_timm += run[id(plain)]
-        ratios.append(sum(run[id(wrapper)]) / sum(run[id(plain)]))
+        (w_wall, w_cpu), (t_wall, t_cpu) = (list(zip(*run[id(m)])) for m in (wrapper, plain))
+        t_wrapper += w_wall
+        t_timm += t_wall
+        ratios.append(sum(w_wall) / sum(t_wall))
+        cpu_ratios.append(sum(w_cpu) / sum(t_cpu))
     flops = train_step_flops(batch=cfg["batch"], **cfg["model"])
     med_w, med_t = statistics.median(t_wrapper), statistics.median(t_timm)
     return dict(
@@ -124,10 +129,12 @@ def bench_config(name: str, runs: int, warmup: int) -> dict:
         img_s_wrapper=cfg["batch"] / med_w,
         img_s_timm=cfg["batch"] / med_t,
         ratio=statistics.median(ratios),  # > 1: the wrapper is slower
+        # CPU time of this process is much less sensitive to other jobs on a shared machine
+        cpu_ratio=statistics.median(cpu_ratios),
         gflops_wrapper=flops / med_w / 1e9,
         gflops_timm=flops / med_t / 1e9,
         matmul_gflops=2 * MATMUL_N**3 / statistics.median(t_matmul) / 1e9,
-        raw=dict(wrapper=t_wrapper, timm=t_timm, matmul=t_matmul, ratios=ratios),
+        raw=dict(wrapper=t_wrapper, timm=t_timm, matmul=t_matmul, ratios=ratios, cpu_ratios=cpu_ratios),
     )
 
 
@@ -157,16 +164,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}, load avg before {os.getloadavg()[0]:.2f}")
-    print("| config | batch | wrapper img/s | timm img/s | wrapper/timm time | wrapper GFLOP/s "
-          "| timm GFLOP/s | fp32 matmul GFLOP/s | wrapper % of matmul |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| config | batch | wrapper img/s | timm img/s | wrapper/timm wall time | wrapper/timm CPU time "
+          "| wrapper GFLOP/s | timm GFLOP/s | fp32 matmul GFLOP/s | wrapper % of matmul |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     failed = False
     for name in args.configs:
         res = bench_config(name, args.runs, args.warmup)
         mm = res["matmul_gflops"]
         failed |= res["ratio"] > 1 + args.max_slowdown
         print(f"| {name} | {res['batch']} | {res['img_s_wrapper']:.1f} | {res['img_s_timm']:.1f} "
-              f"| {res['ratio']:.3f} | {res['gflops_wrapper']:.1f} | {res['gflops_timm']:.1f} "
+              f"| {res['ratio']:.3f} | {res['cpu_ratio']:.3f} | {res['gflops_wrapper']:.1f} | {res['gflops_timm']:.1f} "
               f"| {mm:.1f} | {100 * res['gflops_wrapper'] / mm:.0f}% |", flush=True)
         if args.verbose:
             for key, values in res["raw"].items():

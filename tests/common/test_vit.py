@@ -272,6 +272,8 @@ def test_frozen_patch_projection_gets_no_gradient():
     vit(images()).tokens.sum().backward()
     assert proj.weight.grad is None and proj.bias.grad is None
     assert vit.blocks[0].attn.qkv.weight.grad is not None
+    vit.init_weights()  # re-initialising draws a new random projection, still frozen
+    assert not proj.weight.requires_grad and not proj.bias.requires_grad
 
 
 # ---------------------------------------------------------------- switches
