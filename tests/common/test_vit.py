@@ -301,6 +301,24 @@ def test_drop_path_is_active_in_train_mode_only():
         assert not torch.allclose(a, vit(x).tokens)
 
 
+def test_unfused_attention_gives_the_same_tokens():
+    fused = smoke_vit()
+    unfused = smoke_vit(fused_attn=False)
+    unfused.load_state_dict(fused.state_dict())
+    assert not any(b.attn.fused_attn for b in unfused.blocks)
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(unfused(x).tokens, fused(x).tokens, rtol=1e-5, atol=1e-5)
+
+
+def test_avg_pool_keeps_the_final_norm_as_norm():
+    vit = smoke_vit(num_class_tokens=0, global_pool="avg")
+    keys = set(vit.state_dict())
+    assert "norm.weight" in keys and not any(k.startswith("fc_norm.") for k in keys)
+    out = vit(images())
+    torch.testing.assert_close(out.tokens.mean(-1), torch.zeros(2, 64), atol=1e-5, rtol=0)  # LayerNorm at init
+
+
 def test_arch_is_json_and_rebuilds_the_model():
     vit = smoke_vit(num_class_tokens=2, reg_tokens=1, pos_embed="sincos", freeze_patch_embed=True)
     arch = json.loads(json.dumps(vit.arch))
