@@ -285,7 +285,7 @@ def main(paper: str, argv: list[str] | None = None) -> None:
     except Exception:
         traceback.print_exc()
         sys.exit(f"error: {paper} run failed (traceback above)")
-    if args.no_wait:
+    if args.no_wait or args.stage == "train":
         return
     table = render_tables(paper, experiment)
     if table:

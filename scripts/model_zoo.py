@@ -1,4 +1,4 @@
-"""Write `<paper>/MODEL_ZOO.yaml` from the result records: never edit those files by hand.
+"""Write `results/<paper>/MODEL_ZOO.yaml` from the result records: never edit those files by hand.
 
 Each model entry names its config, checkpoint path and sha256, training time, hardware,
 commit and result records. A record without provenance is refused, so a number that
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default="results")
     p.add_argument("--runs", default="runs")
-    p.add_argument("--out-root", default=".", help="where the <paper>/ directories are")
+    p.add_argument("--out-root", default="results",
+                   help="zoo files go to <out-root>/<paper>/MODEL_ZOO.yaml (outside the paper's code, "
+                        "which the pretrain stages depend on)")
     args = p.parse_args(argv)
     try:
         zoo = zoo_entries(load_records([args.results]), Path(args.runs))

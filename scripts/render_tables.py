@@ -1,6 +1,6 @@
 """The `tables` stage: each paper's mini table, the cross-paper RESULTS.md and the model zoos.
 
-    python scripts/render_tables.py          # writes tables/<paper>.md, RESULTS.md, <paper>/MODEL_ZOO.yaml
+    python scripts/render_tables.py          # writes tables/<paper>.md, RESULTS.md, results/<paper>/MODEL_ZOO.yaml
 """
 from __future__ import annotations
 
