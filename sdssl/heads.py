@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn as nn
 
+from common import dist
+
 __all__ = ["StackedLinear", "StackedMLP"]
 
 
@@ -40,7 +42,12 @@ class StackedLinear(nn.Module):
 
 
 class _StackedBatchNorm(nn.BatchNorm1d):
-    """BatchNorm1d over ``[B, n, C]`` with separate statistics for each of the ``n`` members."""
+    """BatchNorm1d over ``[B, n, C]`` with separate statistics for each of the ``n`` members.
+
+    With several processes, training-mode statistics are those of the global batch (the
+    official code converts its heads to SyncBatchNorm under DDP); ``nn.SyncBatchNorm`` is
+    CUDA-only, so the sums are all-gathered with gradient here, which works on any backend.
+    """
 
     def __init__(self, n: int, channels: int, affine: bool = True) -> None:
         super().__init__(n * channels, affine=affine)
@@ -48,7 +55,22 @@ class _StackedBatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        return super().forward(x.reshape(batch, self.n * self.channels)).view(batch, self.n, self.channels)
+        flat = x.reshape(batch, self.n * self.channels)
+        out = self._global_batch_norm(flat) if self.training and dist.world_size() > 1 else super().forward(flat)
+        return out.view(batch, self.n, self.channels)
+
+    def _global_batch_norm(self, flat: torch.Tensor) -> torch.Tensor:
+        sums = torch.cat([flat.sum(0), (flat * flat).sum(0), flat.new_full((1,), flat.shape[0])])
+        total = dist.all_gather_with_grad(sums[None]).sum(0)
+        width, count = flat.shape[1], total[-1]
+        mean = total[:width] / count
+        var = total[width:2 * width] / count - mean * mean  # biased, as BatchNorm normalises with
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * count / (count - 1), self.momentum)
+        out = (flat - mean) * torch.rsqrt(var + self.eps)
+        return out * self.weight + self.bias if self.affine else out
 
 
 class StackedMLP(nn.Module):

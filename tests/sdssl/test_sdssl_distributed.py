@@ -4,6 +4,7 @@ import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
 
+from sdssl.heads import StackedMLP
 from sdssl.loss import moco_v3_contrastive, nt_xent
 
 WORLD = 2
@@ -29,11 +30,24 @@ def _losses(moco_q, moco_k, v1, v2):
     return moco, simclr
 
 
+def _heads():
+    torch.manual_seed(0)
+    return StackedMLP(2, [16, 8, 4], last_bn=True).train()
+
+
 def _worker(rank, init_file, out_file):
     tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     x = _inputs()
     shard = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
+    heads = _heads()
+    head_out = heads(x["moco_q"][:2, shard].transpose(0, 1).contiguous())
+    head_out.square().sum().backward()
+    head_grads = [p.grad.clone() for p in heads.parameters()]
+    for g in head_grads:
+        tdist.all_reduce(g)
+    head_parts = [torch.empty_like(head_out) for _ in range(WORLD)]
+    tdist.all_gather(head_parts, head_out.detach())
     moco_q = x["moco_q"][:, shard].clone().requires_grad_()
     v1 = x["simclr_v1"][shard].clone().requires_grad_()
     v2 = x["simclr_v2"][shard].clone().requires_grad_()
@@ -47,7 +61,8 @@ def _worker(rank, init_file, out_file):
         tdist.all_gather(parts, grad.contiguous())
         gathered[name] = torch.cat(parts, dim=1 if name == "moco_q" else 0)
     if rank == 0:
-        torch.save({"losses": losses / WORLD, **gathered}, out_file)
+        torch.save({"losses": losses / WORLD, **gathered, "head_out": torch.cat(head_parts),
+                    "head_grads": head_grads, "running_mean": heads.layers[1].running_mean}, out_file)
     tdist.destroy_process_group()
 
 
@@ -71,3 +86,14 @@ def test_gathered_losses_and_gradients_match_single_process(tmp_path):
     torch.testing.assert_close(two["moco_q"], WORLD * moco_q.grad)
     torch.testing.assert_close(two["v1"], WORLD * v1.grad)
     torch.testing.assert_close(two["v2"], WORLD * v2.grad)
+
+    # Head BatchNorm uses global-batch statistics (SyncBN): outputs, running statistics and
+    # the parameter gradients summed over processes equal those of one process holding the
+    # whole batch (the per-process losses sum to the full-batch loss).
+    heads = _heads()
+    head_out = heads(x["moco_q"][:2].transpose(0, 1).contiguous())
+    head_out.square().sum().backward()
+    torch.testing.assert_close(two["head_out"], head_out.detach())
+    torch.testing.assert_close(two["running_mean"], heads.layers[1].running_mean)
+    for got, want in zip(two["head_grads"], heads.parameters()):
+        torch.testing.assert_close(got, want.grad, rtol=1e-3, atol=1e-4)  # one-pass vs two-pass variance
