@@ -106,9 +106,11 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: tuple[int, int], temperature:
 
     MAE's ``get_2d_sincos_pos_embed`` layout: channel quarters
     ``[sin(c w), cos(c w), sin(r w), cos(r w)]`` with ``c`` the column, ``r`` the row and
-    ``w_k = temperature^(-k / (D/4))``.  MoCo v3 builds the same frequencies with the
-    row and column halves swapped, i.e. the transposed table; for a fixed table trained
-    from scratch the two are equivalent.
+    ``w_k = temperature^(-k / (D/4))``, ``k = 0 .. D/4 - 1``.  MoCo v3's
+    ``build_2d_sincos_position_embedding`` puts the row half first: a fixed permutation of
+    the channels, so training from scratch is the same in distribution (initialisations and
+    LayerNorm do not depend on the channel order); MoCo v3 / MAE checkpoints carry their own
+    table in ``pos_embed``, so loading one reproduces it exactly.
     """
     if embed_dim % 4:
         raise ValueError(f"sin-cos position embedding needs embed_dim divisible by 4, got {embed_dim}")
