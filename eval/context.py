@@ -31,10 +31,16 @@ class EvalContext:
 
     @property
     def layers(self) -> list[int]:
-        """Blocks of per-layer protocols (``eval.layers``, default every block)."""
-        if self.cfg.layers is None:
+        """Blocks of per-layer protocols: ``eval.layers`` = null (every block), n (the last n)
+        or a list of 1-indexed blocks."""
+        spec = self.cfg.layers
+        if spec is None:
             return list(range(1, self.depth + 1))
-        layers = [int(l) for l in self.cfg.layers]
+        if isinstance(spec, int):
+            if not 1 <= spec <= self.depth:
+                raise ValueError(f"eval.layers={spec}: the encoder has {self.depth} blocks")
+            return list(range(self.depth - spec + 1, self.depth + 1))
+        layers = [int(l) for l in spec]
         bad = [l for l in layers if not 1 <= l <= self.depth]
         if bad:
             raise ValueError(f"eval.layers {bad} outside 1..{self.depth} (the encoder's blocks)")

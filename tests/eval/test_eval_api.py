@@ -76,6 +76,10 @@ def test_linear_grid_and_per_layer_heads(tiny_encoder, eval_cfg, tmp_path):
     multi = {**eval_cfg, "linear": {**eval_cfg["linear"], "protocol": "sdssl_multiexit"}}
     [rec] = evaluate(tiny_encoder, "linear", multi, tmp_path / "multi")
     assert {"linear/cls@1/best/top1", "linear/cls@2/best/top1"} <= rec["metrics"].keys()
+    [rec] = evaluate(tiny_encoder, "linear", {**multi, "layers": 1}, tmp_path / "last1")
+    assert rec["features"] == ["cls@2"]
+    with pytest.raises(ValueError, match=r"eval.layers \[3\] outside 1..2"):
+        evaluate(tiny_encoder, "linear", {**multi, "layers": [3]}, tmp_path / "bad")
 
 
 def test_augmented_probes_keep_encoder_frozen(tiny_encoder, eval_cfg, tmp_path):
