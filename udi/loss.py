@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from common.dist import all_reduce_mean
 
 CENTER_NAMES = ("cls", "mm", "patch")
+BLEND_SPACES = ("logit", "prob")
 MASKED_MEAN_EPS = 1e-5  # official denominator guard of the patch mean in the target
 
 
@@ -93,13 +94,15 @@ class TeacherPatchLogits:
     into global ``1 - v``; ``global_valid`` ``[2, B, Mg]``.  Locals are reduced on the fly
     (the per-sample logits would not fit in memory at paper scale): ``local_sum``
     ``[n, 2, B, K]`` is the sum over the valid samples of local ``k`` projected into global
-    ``v`` and ``local_count`` ``[n, 2, B]`` their number.
+    ``v`` and ``local_count`` ``[n, 2, B]`` their number; ``local_prob_sum`` the same sum of the
+    sharpened, centred probabilities (only for ``blend_space="prob"``).
     """
 
     global_logits: torch.Tensor
     global_valid: torch.Tensor
     local_sum: torch.Tensor | None = None
     local_count: torch.Tensor | None = None
+    local_prob_sum: torch.Tensor | None = None
 
 
 class UDILoss(nn.Module):
@@ -109,8 +112,11 @@ class UDILoss(nn.Module):
 
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
                  alpha: float = 0.5, num_cls_tokens: int = 2, include_patch: bool = True,
-                 loss_weights: list[float] | None = None):
+                 loss_weights: list[float] | None = None, blend_space: str = "logit"):
         super().__init__()
+        if blend_space not in BLEND_SPACES:
+            raise ValueError(f"udi.blend_space must be one of {BLEND_SPACES}, got {blend_space!r}")
+        self.blend_space = blend_space
         if num_cls_tokens not in (1, 2):
             raise ValueError(f"udi.num_cls_tokens must be 1 or 2, got {num_cls_tokens}")
         if num_cls_tokens == 2 and not include_patch:
@@ -127,17 +133,33 @@ class UDILoss(nn.Module):
         self.weights = dict(zip(self.terms, (float(w) for w in loss_weights)))
         self.centers = Centers(CENTER_NAMES, out_dim, center_momentum)
 
-    def multimodal_targets(self, teacher_cls: torch.Tensor, patches: TeacherPatchLogits) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Un-centred multimodal logits: globals ``[2, B, K]`` (student global v, teacher 1-v),
-        locals ``[n, 2, B, K]`` (student local k, teacher v)."""
+    def multimodal_targets(self, teacher_cls: torch.Tensor, patches: TeacherPatchLogits,
+                           teacher_temp: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Multimodal targets: globals ``[2, B, K]`` (student global v, teacher 1-v), locals
+        ``[n, 2, B, K]`` (student local k, teacher v).
+
+        ``logit`` (official): un-centred logits ``alpha * mean_valid(patch) + (1 - alpha) * cls``,
+        sharpened afterwards with the ``mm`` center.  ``prob`` [inferred alternative]: the same
+        blend of the already centred and sharpened probabilities (patch center, cls center),
+        renormalised (it matters only when no sample is valid).
+        """
         a = self.alpha
         valid = patches.global_valid.unsqueeze(-1).to(patches.global_logits.dtype)
-        g_mean = (patches.global_logits * valid).sum(2) / (valid.sum(2) + MASKED_MEAN_EPS)
-        g_target = a * g_mean + (1 - a) * teacher_cls.flip(0)
-        if patches.local_sum is None:
-            return g_target, None
-        l_mean = patches.local_sum / (patches.local_count.unsqueeze(-1) + MASKED_MEAN_EPS)
-        l_target = a * l_mean + (1 - a) * teacher_cls.unsqueeze(0)
+        count = valid.sum(2) + MASKED_MEAN_EPS
+        if self.blend_space == "logit":
+            g_patch, cls, l_patch_sum = patches.global_logits, teacher_cls, patches.local_sum
+        else:
+            g_patch = F.softmax((patches.global_logits - self.centers["patch"]) / teacher_temp, dim=-1)
+            cls = F.softmax((teacher_cls - self.centers["cls"]) / teacher_temp, dim=-1)
+            l_patch_sum = patches.local_prob_sum
+        g_target = a * (g_patch * valid).sum(2) / count + (1 - a) * cls.flip(0)
+        l_target = None
+        if patches.local_sum is not None:
+            l_mean = l_patch_sum / (patches.local_count.unsqueeze(-1) + MASKED_MEAN_EPS)
+            l_target = a * l_mean + (1 - a) * cls.unsqueeze(0)
+        if self.blend_space == "prob":
+            g_target = g_target / g_target.sum(-1, keepdim=True)
+            l_target = None if l_target is None else l_target / l_target.sum(-1, keepdim=True)
         return g_target, l_target
 
     def forward(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor, teacher_temp: float,
@@ -165,17 +187,20 @@ class UDILoss(nn.Module):
                 patch_count = patch_count + teacher_patch.local_count.sum()
             self.centers.stage("patch", patch_sum / patch_count.clamp(min=1.0))
         if "cls_plus" in self.terms:
-            g_target, l_target = self.multimodal_targets(teacher_cls, teacher_patch)
+            g_target, l_target = self.multimodal_targets(teacher_cls, teacher_patch, teacher_temp)
+            in_logits = self.blend_space == "logit"
+            g_probs = sharpen(g_target, "mm") if in_logits else g_target
             # pair student global v with its target (teacher 1-v); each local with both teachers
-            terms = [cross_entropy(sharpen(g_target[v], "mm"), student_cls_plus[v], tau_s).mean() for v in (0, 1)]
+            terms = [cross_entropy(g_probs[v], student_cls_plus[v], tau_s).mean() for v in (0, 1)]
             mm_vectors = [g_target]
             if l_target is not None:
-                l_probs = sharpen(l_target, "mm")
+                l_probs = sharpen(l_target, "mm") if in_logits else l_target
                 for k in range(l_target.shape[0]):
                     terms += [cross_entropy(l_probs[k, u], student_cls_plus[2 + k], tau_s).mean() for u in (0, 1)]
                 mm_vectors.append(l_target.flatten(0, 1))
             losses["cls_plus"] = torch.stack(terms).mean()
-            self.centers.stage("mm", torch.cat(mm_vectors).flatten(0, 1).mean(0))
+            if in_logits:
+                self.centers.stage("mm", torch.cat(mm_vectors).flatten(0, 1).mean(0))
         out["loss"] = sum(self.weights[name] * value for name, value in losses.items())
         out.update({f"loss_{name}": value.detach() for name, value in losses.items()})
         return out

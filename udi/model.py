@@ -98,7 +98,7 @@ class SelfDistillation(nn.Module):
         self.teacher.requires_grad_(False)
         self.loss = UDILoss(int(m.out_dim), float(m.student_temp), float(m.center_momentum), float(m.blend_alpha),
                             self.num_cls_tokens, self.include_patch,
-                            None if m.loss_weights is None else list(m.loss_weights))
+                            None if m.loss_weights is None else list(m.loss_weights), str(m.blend_space))
 
     def _branch(self, cfg: DictConfig, arch: dict) -> Branch:
         m = cfg.method
@@ -144,17 +144,24 @@ class SelfDistillation(nn.Module):
             out["patch"] = s.head("patch")(z).unflatten(0, (2, B))  # [2 (student view), B, Mg, K]
         return out
 
-    def _local_sums(self, z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Per-row sums over the valid samples of the teacher head's logits, computed in
-        chunks of about ``teacher_chunk_rows`` samples: ``z [R, M, D]`` -> ``[R, K]``."""
+    def _local_sums(self, z: torch.Tensor, valid: torch.Tensor, teacher_temp: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-row sums over the valid samples of the teacher head's logits (and, for the
+        probability-space blend, of its centred sharpened probabilities), computed in chunks
+        of about ``teacher_chunk_rows`` samples: ``z [R, M, D]`` -> ``[R, K]``."""
         head = self.teacher.head("patch")
         rows_per_chunk = max(1, self.chunk_rows // z.shape[1])
-        sums = [(head(zc) * vc.unsqueeze(-1).to(zc.dtype)).sum(1)
-                for zc, vc in zip(z.split(rows_per_chunk), valid.split(rows_per_chunk))]
-        return torch.cat(sums)
+        with_probs = self.loss.blend_space == "prob"
+        sums, prob_sums = [], []
+        for zc, vc in zip(z.split(rows_per_chunk), valid.split(rows_per_chunk)):
+            logits, weight = head(zc), vc.unsqueeze(-1).to(zc.dtype)
+            sums.append((logits * weight).sum(1))
+            if with_probs:
+                probs = torch.softmax((logits - self.loss.centers["patch"]) / teacher_temp, dim=-1)
+                prob_sums.append((probs * weight).sum(1))
+        return torch.cat(sums), torch.cat(prob_sums) if with_probs else None
 
     @torch.no_grad()
-    def _teacher(self, batch: dict) -> tuple[torch.Tensor, TeacherPatchLogits | None]:
+    def _teacher(self, batch: dict, teacher_temp: float) -> tuple[torch.Tensor, TeacherPatchLogits | None]:
         t = self.teacher
         g = self._view_major(batch["global_crops"])
         B = batch["global_crops"].shape[0]
@@ -183,17 +190,20 @@ class SelfDistillation(nn.Module):
         patch = TeacherPatchLogits(global_logits, batch["global_valid"].transpose(0, 1))
         if has_local:
             valid = batch["local_valid"].permute(2, 0, 1, 3)  # [2, B, n, Ml]
-            sums = self._local_sums(z_local.reshape(2 * B * n, Ml, -1), valid.reshape(2 * B * n, Ml))
+            sums, prob_sums = self._local_sums(z_local.reshape(2 * B * n, Ml, -1), valid.reshape(2 * B * n, Ml),
+                                               teacher_temp)
             patch.local_sum = sums.reshape(2, B, n, -1).permute(2, 0, 1, 3)  # [n, 2, B, K]
+            if prob_sums is not None:
+                patch.local_prob_sum = prob_sums.reshape(2, B, n, -1).permute(2, 0, 1, 3)
             patch.local_count = valid.sum(-1).permute(2, 0, 1).to(sums.dtype)  # [n, 2, B]
         return teacher_cls, patch
 
     def training_step(self, batch: dict, step: int) -> dict:
+        tau = self.teacher_temp(step)
         student = self._student(batch)
-        teacher_cls, teacher_patch = self._teacher(batch)
-        out = self.loss(student["cls"], teacher_cls, self.teacher_temp(step), student.get("cls_plus"),
-                        student.get("patch"), teacher_patch)
-        out["teacher_temp"] = self.teacher_temp(step)
+        teacher_cls, teacher_patch = self._teacher(batch, tau)
+        out = self.loss(student["cls"], teacher_cls, tau, student.get("cls_plus"), student.get("patch"), teacher_patch)
+        out["teacher_temp"] = tau
         return out
 
     # ------------------------------------------------------------------ loop hooks

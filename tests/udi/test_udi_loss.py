@@ -170,6 +170,31 @@ def test_multimodal_target_is_the_documented_logit_blend():
     assert torch.allclose(l_target[0, 1, 0], (1 - alpha) * x["t_cls"][1, 0])
 
 
+def test_probability_space_blend_is_the_documented_formula():
+    """blend_space=prob: alpha * mean_valid softmax((patch - c_patch)/tau) + (1 - alpha) *
+    softmax((cls - c_cls)/tau), renormalised; the cls+ loss uses it as the target directly."""
+    x = random_inputs(4)
+    alpha = 0.25
+    loss = UDILoss(K, TAU_S, alpha=alpha, blend_space="prob")
+    centers = torch.randn(3, K)
+    loss.centers.center.copy_(centers)
+    patch = teacher_patch(x)
+    probs = softmax((x["t_local"] - centers[2]) / TAU_T)
+    patch.local_prob_sum = (probs * x["l_valid"].unsqueeze(-1)).sum(3)
+    g_target, l_target = loss.multimodal_targets(x["t_cls"], patch, TAU_T)
+    v, b = 0, 1
+    valid = x["g_valid"][v, b]
+    mean = softmax((x["t_patch"][v, b][valid] - centers[2]) / TAU_T).sum(0) / (valid.sum() + 1e-5)
+    expected = alpha * mean + (1 - alpha) * softmax((x["t_cls"][1, b] - centers[0]) / TAU_T)
+    assert torch.allclose(g_target[v, b], expected / expected.sum(), atol=1e-6)
+    # no valid sample: the target is the teacher's cls distribution
+    assert torch.allclose(l_target[0, 1, 0], softmax((x["t_cls"][1, 0] - centers[0]) / TAU_T), atol=1e-6)
+    out = loss(x["s_cls"], x["t_cls"], TAU_T, x["s_plus"], x["s_patch"], patch)
+    terms = [h(g_target[u], x["s_plus"][u], TAU_S).mean() for u in (0, 1)]
+    terms += [h(l_target[k, u], x["s_plus"][2 + k], TAU_S).mean() for k in range(N_LOCAL) for u in (0, 1)]
+    assert torch.allclose(out["loss_cls_plus"], sum(terms) / len(terms), rtol=1e-5)
+
+
 def test_student_gets_gradient_and_loss_is_finite_with_no_valid_patch():
     x = random_inputs()
     x["g_valid"][:] = False
@@ -193,3 +218,5 @@ def test_inconsistent_loss_settings_fail_with_the_fix():
         UDILoss(K, num_cls_tokens=2, include_patch=False)
     with pytest.raises(ValueError, match="needs 3 values"):
         UDILoss(K, loss_weights=[1.0, 1.0])
+    with pytest.raises(ValueError, match="udi.blend_space must be one of"):
+        UDILoss(K, blend_space="probability")

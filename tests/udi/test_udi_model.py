@@ -53,10 +53,11 @@ def test_single_pass_teacher_gives_the_official_twice_run_loss(batch):
         assert torch.allclose(losses[0][key], losses[1][key], rtol=1e-5), key
 
 
-def test_chunked_teacher_reduction_equals_unchunked(batch):
+@pytest.mark.parametrize("blend_space", ["logit", "prob"])
+def test_chunked_teacher_reduction_equals_unchunked(blend_space, batch):
     outs = []
     for rows in (1, 100000):
-        cfg = smoke_cfg("udi", f"method.teacher_chunk_rows={rows}")
+        cfg = smoke_cfg("udi", f"method.teacher_chunk_rows={rows}", f"method.blend_space={blend_space}")
         torch.manual_seed(0)
         outs.append(build_method(cfg, 10).training_step(batch, 0)["loss"])
     assert torch.allclose(outs[0], outs[1], rtol=1e-5)
