@@ -11,8 +11,9 @@ matmul per MLP layer for all blocks) and with the same heads run as a Python loo
 
 Scales: ``mini`` = the committed CPU comparison (Fashion-MNIST 28 px, batch 128); ``paper`` =
 ViT-S/16 at 224 px with the paper's head widths and a small batch (``--paper-batch``, default 4).
-Each number is the median of ``--repeats`` timed steps after one warm-up step; the load
-average is printed because the CPU may be shared.
+Each number is the median of ``--repeats`` timed steps after one warm-up step. Wall time and
+this process's CPU time are both reported: on a CPU shared with other jobs the wall time
+depends on the load (printed), the CPU time of a single-threaded run much less.
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def make_naive(method) -> None:
             setattr(method, name, LoopedMLP(stacked))
 
 
-def step_time(scale: str, name: str, batch: int | None, repeats: int, naive: bool) -> tuple[float, int]:
+def step_time(scale: str, name: str, batch: int | None, repeats: int, naive: bool) -> tuple[float, float, int]:
+    """Median (wall seconds, CPU seconds) of one training step, and the batch size."""
     cfg = load_config("sdssl", [*SCALES[scale], f"method={name}"])
     torch.manual_seed(0)
     method = build_method(cfg, total_steps=1000).train()
@@ -71,12 +73,13 @@ def step_time(scale: str, name: str, batch: int | None, repeats: int, naive: boo
         method.after_step(step)
 
     one_step(0)
-    times = []
+    wall, cpu = [], []
     for step in range(1, repeats + 1):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         one_step(step)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), batch
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu), batch
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,21 +91,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper-batch", type=int, default=4)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"load average before: {os.getloadavg()}; torch threads {args.threads}")
-    print("| scale | method | heads | batch | step s (median) | images/s | SD overhead vs baseline |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"load average before: {os.getloadavg()}; torch threads {args.threads}", flush=True)
+    print("| scale | method | heads | batch | wall s/step | images/s (wall) | CPU s/step | images/s (CPU) "
+          "| SD overhead (wall) | SD overhead (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for scale in args.scale:
         batch = args.paper_batch if scale == "paper" else None
-        measured: dict[tuple[str, bool], float] = {}
+        measured: dict[tuple[str, bool], tuple[float, float]] = {}
         for name in args.methods:
             for naive in ([False, True] if name.startswith("sd_") else [False]):
-                seconds, b = step_time(scale, name, batch, args.repeats, naive)
-                measured[name, naive] = seconds
+                wall, cpu, b = step_time(scale, name, batch, args.repeats, naive)
+                measured[name, naive] = wall, cpu
                 base = measured.get((name[3:], False)) if name.startswith("sd_") else None
-                overhead = f"{100 * (seconds / base - 1):+.1f}%" if base else ""
+                overheads = [f"{100 * (t / t0 - 1):+.1f}%" for t, t0 in zip((wall, cpu), base)] if base else ["", ""]
                 heads = "looped" if naive else ("batched" if name.startswith("sd_") else "-")
-                print(f"| {scale} | {name} | {heads} | {b} | {seconds:.3f} | {b / seconds:.1f} | {overhead} |",
-                      flush=True)
+                print(f"| {scale} | {name} | {heads} | {b} | {wall:.3f} | {b / wall:.1f} | {cpu:.3f} | {b / cpu:.1f} "
+                      f"| {overheads[0]} | {overheads[1]} |", flush=True)
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -86,6 +86,7 @@ def plot_multi_exit(prefix: str, out: Path) -> Path:
                     continue
                 values = per_layer(records, protocol, depth)
                 ax.plot(range(1, depth + 1), values, style, label=LABELS[method])
+                ax.set_xticks(range(1, depth + 1))
             ax.set_title(f"{LABELS[base]}: {'linear probe' if protocol == 'linear' else 'k-NN'} per block")
             ax.set_xlabel("block")
             ax.set_ylabel("top-1 (%)")
@@ -132,13 +133,15 @@ def plot_cka(prefix: str, out: Path) -> list[Path]:
     plt = _pyplot()
     paths = []
     for base, sd in FRAMEWORKS.items():
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), constrained_layout=True)
         for ax, method in zip(axes, (base, sd)):
             record = analysis_record(f"{prefix}-{method}")
             depth = len(record["layers"])
             im = ax.imshow(_cka(record, depth).numpy(), vmin=0, vmax=1, cmap="magma", origin="lower",
                            extent=(0.5, depth + 0.5, 0.5, depth + 0.5))
             ax.set_title(f"linear CKA, {LABELS[method]}")
+            ax.set_xticks(range(1, depth + 1))
+            ax.set_yticks(range(1, depth + 1))
             ax.set_xlabel("block")
             ax.set_ylabel("block")
         fig.colorbar(im, ax=axes.tolist())
@@ -168,6 +171,7 @@ def plot_alignment(prefix: str, out: Path) -> list[Path]:
                         label=LABELS[method])
                 ax.set_title(title, fontsize=9)
                 ax.set_xlabel("block")
+                ax.set_xticks(layers)
         axes[0].legend(fontsize=8)
         paths.append(_save(fig, out / f"alignment_{base}.png"))
     return paths
