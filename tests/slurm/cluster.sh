@@ -68,7 +68,13 @@ refusal_reason() {
 
 # ---------------------------------------------------------------- helpers
 pid_alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
-pid_from() { if [[ -r $1 ]]; then tr -dc '0-9' <"$1"; fi; }
+# daemon_pid NAME PIDFILE: the PID in the file if that process runs and is NAME (a stale pid
+# file whose number was reused by another process must not get it killed).
+daemon_pid() {
+    local pid=""
+    [[ -r $2 ]] && pid=$(tr -dc '0-9' <"$2")
+    if pid_alive "$pid" && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]]; then echo "$pid"; fi
+}
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 own() { grep -qxF "$1" "$OWNED" 2>/dev/null || echo "$1" >>"$OWNED"; }
 
@@ -282,7 +288,7 @@ start_slurm_daemons() {
 slurm_daemons_alive() {
     local name
     for name in slurmdbd slurmctld slurmd; do
-        pid_alive "$(pid_from "$RUN_DIR/$name.pid")" || return 1
+        [[ -n $(daemon_pid "$name" "$RUN_DIR/$name.pid") ]] || return 1
     done
 }
 
@@ -332,8 +338,8 @@ stop_pids() {
     local spec name pid pids=() names=()
     for spec in "$@"; do
         name=${spec%%:*}
-        pid=$(pid_from "${spec#*:}")
-        pid_alive "$pid" || continue
+        pid=$(daemon_pid "$name" "${spec#*:}")
+        [[ -n $pid ]] || continue
         kill -TERM "$pid" 2>/dev/null || true
         pids+=("$pid"); names+=("$name")
     done
@@ -358,7 +364,7 @@ cmd_stop() {
     if [[ -n $reason ]]; then echo "skipped: $reason"; return 0; fi
     [[ -f $SLURM_CONF ]] || { echo "nothing to stop"; return 0; }
     # Cancel jobs first so that their steps end under slurmd's control.
-    if pid_alive "$(pid_from "$RUN_DIR/slurmctld.pid")" &&
+    if [[ -n $(daemon_pid slurmctld "$RUN_DIR/slurmctld.pid") ]] &&
         [[ -n $(squeue --noheader --format=%i 2>/dev/null) ]]; then
         scancel --full --partition="$PARTITION" 2>/dev/null || true
         wait_for 15 "jobs to end" queue_empty || true
@@ -394,8 +400,8 @@ cmd_status() {
             mariadbd) pidfile=$MYSQL_PID ;;
             *) pidfile=$RUN_DIR/$name.pid ;;
         esac
-        pid=$(pid_from "$pidfile")
-        if pid_alive "$pid"; then printf '%-10s running (pid %s)\n' "$name" "$pid"
+        pid=$(daemon_pid "$name" "$pidfile")
+        if [[ -n $pid ]]; then printf '%-10s running (pid %s)\n' "$name" "$pid"
         else printf '%-10s not running\n' "$name"; fi
     done
     if command -v sinfo >/dev/null && [[ -f $SLURM_CONF ]] && cluster_up; then
