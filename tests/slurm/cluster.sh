@@ -37,6 +37,7 @@ readonly DBD_PORT=6819
 readonly DB_NAME=slurm_acct_db
 readonly DB_USER=slurm
 readonly PACKAGES="slurm-wlm munge slurmdbd mariadb-server"
+# How long `start` waits for the node to register as idle (env SLURM_CLUSTER_START_TIMEOUT).
 readonly START_TIMEOUT_S=${SLURM_CLUSTER_START_TIMEOUT:-60}
 
 log() { echo "cluster.sh: $*" >&2; }
@@ -309,7 +310,18 @@ cmd_start() {
         return 0
     fi
     local t0=$SECONDS
+    # A package's postinst may start its daemon (where policy-rc.d allows it); one that appears
+    # during the install is this script's to manage, so it is stopped and started our way.
+    local -A ran_before=()
+    local name
+    for name in munged mariadbd; do pgrep -x "$name" >/dev/null && ran_before[$name]=1; done
     install_packages
+    local -A default_pidfile=([munged]=$MUNGE_PID [mariadbd]=$MYSQL_RUN/mysqld.pid)
+    for name in munged mariadbd; do
+        if [[ -z ${ran_before[$name]:-} ]] && pgrep -x "$name" >/dev/null; then
+            stop_pids "$name:${default_pidfile[$name]}"
+        fi
+    done
     # Half-started leftovers (a crashed daemon, a previous failed start) are stopped first.
     cmd_stop >/dev/null
     install -d -m 0755 "$RUN_DIR" "$LOG_DIR" "$SLURMD_SPOOL" "$CONF_DIR"
