@@ -98,7 +98,8 @@ def run(argv: list[str]) -> None:
         if not args.dry_run:
             if needed:
                 write_manifest(needed)
-            evaluate_floors(list(args.overrides))
+            if not args.only:  # the floors belong to the whole table, not to a subset of its runs
+                evaluate_floors(list(args.overrides))
     main(paper=PAPER, argv=argv)
 
 

@@ -73,7 +73,6 @@ MINI = {
     "mini_distill_deit": ("Distill-DeiT (supervised teacher)", "b300_distill_deit"),
     "mini_distill_mae": ("Distill-MAE", "b300_distill_mae"),
     "mini_distill_clip": ("Distill-CLIP (MoCo v3 teacher)", "b300_distill_clip"),
-    "mini_hybrid_deit": ("Hybrid Distill ⋆ (MAE + supervised)", "b300_hybrid_deit"),
     "mini_hybrid_clip": ("Hybrid Distill † (MAE + MoCo v3)", "b300_hybrid_clip"),
 }
 MINI_PROTOCOLS = ("knn", "linear", "finetune")
