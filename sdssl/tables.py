@@ -66,15 +66,20 @@ def _metric(records: dict, protocol: str, key: str):
 
 
 def final_knn(records: dict):
-    return _metric(records, "knn", "knn/cls/k20/top1")
+    """k-NN top-1 (k=20) of the encoder's default feature: the final normed class token (pixels for the floor)."""
+    record = records.get("knn")
+    return None if record is None else record["metrics"].get(f"knn/{record.get('feature', 'cls')}/k20/top1")
 
 
 def final_linear(records: dict, depth: int | None):
-    """Linear top-1 of the final normed class token (best lr of the grid)."""
-    value = _metric(records, "linear", "linear/cls/best/top1")
-    if value is None and depth is not None:  # multi-exit records: the last block's head
-        value = _metric(records, "linear", f"linear/cls@{depth}/best/top1")
-    return value
+    """Linear top-1 of the final feature (best lr of the grid): the last block's head of the
+    multi-exit probe, or the only feature of a single-feature probe (pixel floor)."""
+    record = records.get("linear")
+    if record is None:
+        return None
+    if len(record.get("features") or []) == 1:
+        return record["metrics"].get("linear/best/top1")
+    return None if depth is None else record["metrics"].get(f"linear/cls@{depth}/best/top1")
 
 
 def per_layer(records: dict, protocol: str, depth: int) -> list:
@@ -112,7 +117,7 @@ def render_mini(results: Path = RESULTS) -> str:
              "|---|---|---|---|---|---|"]
     for floor, label in FLOORS.items():
         rec = load_records(floor, results)
-        lines.append(f"| {label} | {_fmt(final_knn(rec))} | {_fmt(final_linear(rec, 1))} | | | {_provenance(rec)} |")
+        lines.append(f"| {label} | {_fmt(final_knn(rec))} | {_fmt(final_linear(rec, depth))} | | | {_provenance(rec)} |")
     for m in METHODS:
         rec, base = runs[m], runs.get(BASELINE_OF.get(m, ""), {})
         knn, lin = final_knn(rec), final_linear(rec, depth)
