@@ -59,6 +59,7 @@ def write_record(record: dict, out_dir: str | os.PathLike) -> Path:
     with os.fdopen(fd, "w") as f:
         json.dump(record, f, indent=1, sort_keys=False)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; records are meant to be shared
     os.replace(tmp, path)
     return path
 
