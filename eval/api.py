@@ -5,6 +5,8 @@ import importlib
 import logging
 from pathlib import Path
 
+import torch
+
 from eval import settings
 from eval.context import EvalContext
 from eval.encoders import load as load_encoder_spec
@@ -62,6 +64,8 @@ def evaluate(encoder_path, protocol: str, eval_cfg=None, out_dir="results", run_
     settings.check_protocol(protocol)
     cfg = settings.resolve(eval_cfg)
     module_name, section = PROTOCOL_MODULES[protocol]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # per protocol on GPU; CPU peak RSS cannot be reset
     with Stopwatch() as watch:
         ctx = build_context(encoder_path, cfg, out_dir)
         metrics, headline, extra = importlib.import_module(module_name).run(ctx)
