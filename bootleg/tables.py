@@ -88,14 +88,15 @@ def render(name: str = "compare-mini", compute_floors: bool | None = None) -> st
         ensure_floors(cfg)
     root = Path(cfg.results_root) / cfg.paper
     header = ["row", *(PROTOCOLS[p] for p in protocols), "pretrain time", "paper"]
-    lines = [f"### {name}: {cfg.eval.data}, evaluated encoder per method config",
+    lines = [f"### {name}: {cfg.eval.data}",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     provenance = []
     for run, overrides in cfg.runs.items():
         run_cfg = load_config("bootleg", [f"experiment={name.rpartition('-')[0]}",
                                           f"scale={cfg.scale_name}", *overrides, f"run_name={run}"])
         records = read_records(root / run)
-        label = f"{METHOD_NAMES.get(run_cfg.method.name, run_cfg.method.name)} ({run})"
+        label = (f"{METHOD_NAMES.get(run_cfg.method.name, run_cfg.method.name)} "
+                 f"(run {run}, {run_cfg.eval.encoder} encoder)")
         train_s = next((r.get("train_time_s") for r in records.values() if r.get("train_time_s")), None)
         paper = "; ".join(sorted({_paper_value(run_cfg.method.name, run_cfg.arch, p, cfg.eval.data)
                                   for p in protocols}))
