@@ -53,6 +53,7 @@ def test_timm_vit_small_state_dict_loads_and_matches():
     ref = timm.create_model("vit_small_patch16_224", pretrained=False).eval()
     vit = ViT(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6).eval()
     assert set(vit.state_dict()) == {k for k in ref.state_dict() if not k.startswith("head.")}
+    assert not torch.equal(vit.blocks[0].attn.qkv.weight, ref.blocks[0].attn.qkv.weight)  # the load matters
     load_state_dict_checked(vit, ref.state_dict(), ignore_prefixes=("head.",))
     x = images(batch=1, size=224)
     with torch.no_grad():
@@ -117,6 +118,9 @@ def test_subset_forward_equals_blocks_on_gathered_tokens():
         expected = vit.norm(h)
     assert out.tokens.shape == (2, P + 10, 64)
     torch.testing.assert_close(out.tokens, expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        everything = torch.arange(64).expand(2, -1)
+        torch.testing.assert_close(vit(x, keep=everything).tokens, vit(x).tokens)
 
 
 # ---------------------------------------------------------------- hidden states
