@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -203,6 +204,9 @@ class JobFailure(RuntimeError):
     pass
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b:?")
+
+
 def job_error_line(exc: Exception) -> str:
     """The exception line of a failed job's traceback.
 
@@ -210,15 +214,18 @@ def job_error_line(exc: Exception) -> str:
     ends with log paths; the last line before the closing rule is the error itself.
     """
     lines = [line.strip() for line in str(exc).splitlines()]
-    inside, last = False, None
+    inside, last, last_exception = False, None, None
     for line in lines:
         if line.startswith("-----"):
-            if inside and last:
-                return last
-            inside, last = not inside, None
+            if inside and (last_exception or last):
+                return last_exception or last
+            inside, last, last_exception = not inside, None, None
         elif inside and line:
             last = line
-    return last or next((line for line in lines if line), type(exc).__name__)
+            # some errors (OmegaConf's) add context lines after the exception line itself
+            if _EXCEPTION_LINE.match(line):
+                last_exception = line
+    return last_exception or last or next((line for line in lines if line), type(exc).__name__)
 
 
 def render_tables(paper: str, experiment: str) -> str | None:
@@ -285,8 +292,8 @@ def main(paper: str, argv: list[str] | None = None) -> None:
     except Exception:
         traceback.print_exc()
         sys.exit(f"error: {paper} run failed (traceback above)")
-    if args.no_wait or args.stage == "train":
-        return
+    if args.no_wait or args.stage == "train" or experiment == "default":
+        return  # a single run (experiment=none) has no table
     table = render_tables(paper, experiment)
     if table:
         print(table)

@@ -107,3 +107,12 @@ def test_job_error_line_is_the_exception_not_a_log_path():
         "KeyError: 'no-such-dataset'\n----------------------\n"
         "You can check full logs with job.stderr(0) and job.stdout(0)or at paths:\n  - /x/0_log.err\n")
     assert job_error_line(exc) == "KeyError: 'no-such-dataset'"
+
+
+def test_job_error_line_prefers_the_exception_over_context_lines():
+    from common.launch import job_error_line
+    exc = submitit.core.utils.FailedJobError(
+        "failed with trace:\n----------------------\nTraceback (most recent call last):\n"
+        "omegaconf.errors.ConfigKeyError: Key 'x' is not in struct\n    full_key: data.x\n"
+        "    object_type=dict\n----------------------\nYou can check full logs")
+    assert job_error_line(exc) == "omegaconf.errors.ConfigKeyError: Key 'x' is not in struct"
