@@ -47,13 +47,12 @@ def floor_specs(cfg) -> dict[str, str]:
 
 
 def floor_dir(cfg, spec: str) -> Path | None:
-    from eval import settings
-    from eval.launch import default_out_dir
-
+    """Floors live beside the experiment's records: their eval settings are the experiment's
+    (subsets, epochs), so another table's floors must not overwrite them."""
     if spec.startswith("random:") and not Path(spec.split(":", 1)[1]).exists():
         return None
-    seed = int(settings.resolve(cfg.eval).seed)
-    return default_out_dir(spec, cfg.eval.data, seed, root=cfg.results_root)
+    kind = "pixels" if spec == "pixels" else "random-init"
+    return Path(cfg.results_root) / cfg.paper / f"floors-{cfg.experiment_name}" / kind
 
 
 def ensure_floors(cfg) -> None:
@@ -77,6 +76,13 @@ def _paper_value(method: str, model_name: str, protocol: str, dataset: str) -> s
 
 def _fmt(record: dict | None) -> str:
     return "missing" if record is None else f"{record['value']:.1f}"
+
+
+def _provenance(name: str, r: dict) -> str:
+    return (f"{name}: {r['metric']}={r['value']:.2f} ckpt {str(r['checkpoint_sha256'])[:12]} "
+            f"config {r['config_hash']} commit {str(r['git_commit'])[:12]} "
+            f"data {str(r['dataset_hash'])[:12]} {r['hardware']} eval {r['wall_time_s']:.0f} s, "
+            f"{r['created']}")
 
 
 def render(name: str = "compare-mini", compute_floors: bool | None = None) -> str:
@@ -103,16 +109,12 @@ def render(name: str = "compare-mini", compute_floors: bool | None = None) -> st
         cells = [_fmt(records.get(p)) for p in protocols]
         lines.append(f"| {label} | " + " | ".join(cells) +
                      f" | {'-' if train_s is None else f'{train_s / 60:.1f} min'} | {paper} |")
-        for p in protocols:
-            if p in records:
-                r = records[p]
-                provenance.append(f"{run}/{p}: {r['metric']}={r['value']:.4f} ckpt {str(r['checkpoint_sha256'])[:12]} "
-                                  f"config {r['config_hash']} commit {r['git_commit']} "
-                                  f"data {str(r['dataset_hash'])[:12]} on {r['hardware']}")
+        provenance += [_provenance(f"{run}/{p}", records[p]) for p in protocols if p in records]
     for label, spec in floor_specs(cfg).items():
         out = floor_dir(cfg, spec)
         records = read_records(out) if out is not None else {}
         lines.append(f"| {label} | " + " | ".join(_fmt(records.get(p)) for p in protocols) + " | - | - |")
+        provenance += [_provenance(f"{out.name}/{p}", records[p]) for p in protocols if p in records]
     lines += ["", "Top-1 accuracy (%) on the test split. Provenance:", ""]
     lines += [f"- {line}" for line in provenance]
     return "\n".join(lines)
