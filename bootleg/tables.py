@@ -78,6 +78,12 @@ def _fmt(record: dict | None) -> str:
     return "missing" if record is None else f"{record['value']:.1f}"
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def _provenance(name: str, r: dict) -> str:
     return (f"{name}: {r['metric']}={r['value']:.2f} ckpt {str(r['checkpoint_sha256'])[:12]} "
             f"config {r['config_hash']} commit {str(r['git_commit'])[:12]} "
@@ -108,7 +114,7 @@ def render(name: str = "compare-mini", compute_floors: bool | None = None) -> st
                                   for p in protocols}))
         cells = [_fmt(records.get(p)) for p in protocols]
         lines.append(f"| {label} | " + " | ".join(cells) +
-                     f" | {'-' if train_s is None else f'{train_s / 60:.1f} min'} | {paper} |")
+                     f" | {_duration(train_s)} | {paper} |")
         provenance += [_provenance(f"{run}/{p}", records[p]) for p in protocols if p in records]
     for label, spec in floor_specs(cfg).items():
         out = floor_dir(cfg, spec)
