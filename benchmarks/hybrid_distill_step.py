@@ -7,7 +7,7 @@ backward + AdamW) with and without progressive redundant token masking.
 Scales: ``mini`` = the mini configuration (ViT 128/6/4, 28 px, patch 4, batch 64) with two
 teachers of the same size; ``paper`` = ViT-B/16 student with MAE ViT-B/16 and CLIP ViT-B/16
 (QuickGELU) teachers built by timm name with random weights (speed does not depend on the
-weights, and nothing is downloaded), 224 px, batch 4.
+weights, and nothing is downloaded), 224 px, batch 4 (``--paper-batch``).
 
 The CPU is shared with other jobs, so every run times the modes interleaved (A B B A, then
 reversed) and the saving is the median over runs of the per-run time ratio; images/s use
@@ -44,7 +44,7 @@ def mini_method(mask: dict) -> tuple[HybridDistill, torch.Tensor]:
     return method, torch.rand(64, 1, 28, 28)
 
 
-def paper_method(mask: dict) -> tuple[HybridDistill, torch.Tensor]:
+def paper_method(mask: dict, batch: int = 4) -> tuple[HybridDistill, torch.Tensor]:
     def teacher(name):
         net = timm.create_model(name, pretrained=False, num_classes=0, attn_layer=RelationAttention)
         return FrozenTeacher(net, net.pretrained_cfg["mean"], net.pretrained_cfg["std"], 224, name, "random", None)
@@ -53,7 +53,7 @@ def paper_method(mask: dict) -> tuple[HybridDistill, torch.Tensor]:
     student = ViT(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, pos_embed="sincos",
                   drop_path_rate=0.1)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    return HybridDistill(student, teachers, TERMS, mean, std, dict(mask, teacher="tm")), torch.rand(4, 3, 224, 224)
+    return HybridDistill(student, teachers, TERMS, mean, std, dict(mask, teacher="tm")), torch.rand(batch, 3, 224, 224)
 
 
 def step_time(method: HybridDistill, optimizer, images: torch.Tensor) -> float:
@@ -65,8 +65,8 @@ def step_time(method: HybridDistill, optimizer, images: torch.Tensor) -> float:
     return time.perf_counter() - t0
 
 
-def bench(scale: str, runs: int, modes: list[str]) -> dict:
-    build = mini_method if scale == "mini" else paper_method
+def bench(scale: str, runs: int, modes: list[str], paper_batch: int = 4) -> dict:
+    build = mini_method if scale == "mini" else (lambda mask: paper_method(mask, paper_batch))
     setups = {}
     for mode in modes:
         torch.manual_seed(0)
@@ -101,10 +101,11 @@ def main() -> None:
     p.add_argument("--scales", default="mini,paper")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--modes", default="none,progressive,progressive_full_teacher")
+    p.add_argument("--paper-batch", type=int, default=4)
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
     print("load before:", os.getloadavg())
-    results = [bench(s, args.runs, args.modes.split(",")) for s in args.scales.split(",")]
+    results = [bench(s, args.runs, args.modes.split(","), args.paper_batch) for s in args.scales.split(",")]
     print("load after:", os.getloadavg())
     for r in results:
         print(json.dumps(r))

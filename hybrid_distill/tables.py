@@ -78,13 +78,16 @@ MINI = {
 MINI_PROTOCOLS = ("knn", "linear", "finetune")
 
 
-def load_record(results_root: Path, run: str, protocol: str) -> dict | None:
-    path = results_root / PAPER / run / f"{protocol}.json"
+def read_record(path: Path) -> dict | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
     records = data if isinstance(data, list) else [data]
     return records[0] if records else None
+
+
+def load_record(results_root: Path, run: str, protocol: str) -> dict | None:
+    return read_record(Path(results_root) / PAPER / run / f"{protocol}.json")
 
 
 def fmt(record: dict | None) -> str:
@@ -110,12 +113,15 @@ def render_mini(results_root: Path = Path("results")) -> str:
         recs = [load_record(results_root, run, p) for p in MINI_PROTOCOLS]
         lines.append(f"| {label} | " + " | ".join(fmt(r) for r in recs) +
                      f" | {TABLE1[paper_row][2][0]} | {provenance(recs)} |")
-    # teacher records: results/hybrid_distill/teachers/<paper>/<run>/knn.json
-    teachers = Path(results_root) / PAPER / "teachers"
-    for path in sorted(teachers.glob("*/*/knn.json")):
-        rec = load_record(path.parents[2], path.parent.name, "knn")
-        lines.append(f"| teacher {path.parent.parent.name}/{path.parent.name} | {fmt(rec)} | | | | "
-                     f"`{rec['checkpoint_sha256'][:10]}` |")
+    # Teachers (results/hybrid_distill/teachers.json: path + sha256) with their own records:
+    # k-NN of the MAE / MoCo v3 runs, the training record of the supervised one.
+    manifest = Path(results_root) / PAPER / "teachers.json"
+    entries = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    for name, entry in sorted(entries.items()):
+        run = Path(entry["path"]).parent.name
+        found = {p.stem: read_record(p) for p in (Path(results_root) / PAPER / "teachers").glob(f"*/{run}/*.json")}
+        cells = [fmt(found[p]) if p in found else "" for p in MINI_PROTOCOLS]
+        lines.append(f"| teacher '{name}' ({run}) | " + " | ".join(cells) + f" | | `{entry['sha256'][:10]}` |")
     return "\n".join(lines)
 
 

@@ -67,6 +67,11 @@ class FrozenTeacher(nn.Module):
         super().__init__()
         if not isinstance(net.blocks[0].attn, RelationAttention):
             raise TypeError("teacher attention must be common.vit.RelationAttention (build with attn_layer=...)")
+        if getattr(net, "cls_token", None) is None:
+            # Targets are rows [class token, kept patches]; a class-less encoder (I-JEPA style)
+            # would silently shift them by one row.
+            raise ValueError(f"teacher {name} has no class token; Hybrid Distill needs one (train it with "
+                             "model.num_class_tokens=1)")
         self.net = net.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)

@@ -118,3 +118,10 @@ def test_random_and_direct_baselines_keep_the_progressive_count():
     assert keep.shape == (2, 6) and len(set(keep[0].tolist())) == 6
     out = teacher(images, Capture(final=True), MaskPlan("random", 16, 6, reduce_tokens=True), keep=keep)
     assert out.final.shape[1] == 1 + 6 and torch.equal(out.keep, keep)
+
+
+def test_teacher_without_class_token_is_rejected():
+    net = ViT(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2, num_class_tokens=0,
+              global_pool="avg")
+    with pytest.raises(ValueError, match="no class token.*model.num_class_tokens=1"):
+        FrozenTeacher(net, [0.5], [0.25], 16, "ijepa-like", "test", None)
