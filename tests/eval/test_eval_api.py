@@ -214,3 +214,15 @@ def test_cli_default_out_dirs_under_results(tiny_encoder):
     assert default_out_dir(str(tiny_encoder), "digits") == Path("results/test/tiny-run")
     assert default_out_dir(str(tiny_encoder.parent), "digits") == Path("results/test/tiny-run")
     assert default_out_dir(f"random:{tiny_encoder}", "digits").parent == Path("results/floors/digits")
+
+
+def test_cli_submitit_path_with_the_debug_executor(tiny_encoder, eval_cfg, tmp_path):
+    """--slurm goes through common.launch's executor; submitit's debug executor runs the
+    pickled job in this process, which exercises the same submission path without a cluster."""
+    from eval.launch import main
+
+    out = tmp_path / "sub"
+    records = main([f"checkpoint={tiny_encoder}", "protocol=knn,lowshot", f"out={out}", "data=digits", "--slurm",
+                    "cluster.executor=debug", f"cache_dir={eval_cfg['cache_dir']}", "progress=false"])
+    assert [r["protocol"] for r in records] == ["knn", "lowshot"]
+    assert (out / "knn.json").is_file() and (out / "lowshot.json").is_file()
