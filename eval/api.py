@@ -34,13 +34,14 @@ def build_context(encoder_path, cfg, out_dir) -> EvalContext:
     from common.data import get_dataset
     from common.train import resolve_device
 
+    val_split = cfg.val_split or ("val" if str(cfg.data).startswith("imagefolder:") else "test")
     train = get_dataset(cfg.data, "train", root=cfg.root, subset=cfg.train_subset, seed=int(cfg.seed))
-    val = get_dataset(cfg.data, "test", root=cfg.root, subset=cfg.val_subset, seed=int(cfg.seed))
+    val = get_dataset(cfg.data, val_split, root=cfg.root, subset=cfg.val_subset, seed=int(cfg.seed))
     encoder = load_encoder_spec(str(encoder_path), cfg.data, image_shape(train), seed=int(cfg.seed))
     pre = Preprocess(encoder.meta, cfg.val_resize)
     return EvalContext(encoder=encoder, cfg=cfg,
                        train=Extraction(train, "train", pre, cfg.train_subset, int(cfg.seed)),
-                       val=Extraction(val, "test", pre, cfg.val_subset, int(cfg.seed)),
+                       val=Extraction(val, val_split, pre, cfg.val_subset, int(cfg.seed)),
                        num_classes=train.num_classes, device=resolve_device(cfg.device), out_dir=Path(out_dir))
 
 

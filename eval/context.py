@@ -56,4 +56,4 @@ class EvalContext:
         c = self.cfg
         return F.extract(self.encoder, self.split(split), list(names), batch_size=int(c.batch_size),
                          device=self.device, cache_dir=c.cache_dir, progress=bool(c.progress),
-                         token_dtype=token_dtype, desc=f"{split} features")
+                         token_dtype=token_dtype, desc=f"{split} features", num_workers=int(c.num_workers))

@@ -61,9 +61,11 @@ class EvalEncoder:
 def _default_meta(data: str, in_chans: int, img_size: int) -> dict:
     from common.augment import STATS
 
-    if data.split(":")[0] not in STATS:
+    kind = data.split(":")[0]
+    kind = "imagenet" if kind == "imagefolder" else kind  # ImageNet-layout folders: ImageNet statistics
+    if kind not in STATS:
         raise ValueError(f"no normalisation statistics for dataset {data!r}; known: {sorted(STATS)}")
-    mean, std = STATS[data.split(":")[0]]
+    mean, std = STATS[kind]
     return {"img_size": img_size, "in_chans": in_chans, "mean": list(mean), "std": list(std)}
 
 

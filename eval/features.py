@@ -147,19 +147,17 @@ class Preprocess:
         return self.normalise(self.channels(self.geometry(x)))
 
 
-def iter_images(dataset, preprocess, batch_size: int, num_workers: int = 0, indices=None):
-    """Batches ``(images [B, C, H, W] float, labels)``; vectorised for in-memory datasets."""
+def iter_images(dataset, preprocess, batch_size: int, num_workers: int = 0):
+    """Batches ``(images [B, C, H, W] float, labels)``: vectorised for in-memory datasets,
+    through a DataLoader with ``num_workers`` for image folders."""
     images = getattr(dataset, "images", None)
     if images is not None:
-        order = torch.arange(len(dataset)) if indices is None else torch.as_tensor(indices)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for start in range(0, len(dataset), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(dataset)))
             yield preprocess(images[idx].permute(0, 3, 1, 2)), dataset.targets[idx]
         return
-    source = SeededAugmentation(dataset, preprocess)
-    if indices is not None:
-        source = torch.utils.data.Subset(source, list(indices))
-    yield from DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    yield from DataLoader(SeededAugmentation(dataset, preprocess), batch_size=batch_size, shuffle=False,
+                          num_workers=num_workers)
 
 
 class SeededAugmentation(torch.utils.data.Dataset):
@@ -255,7 +253,8 @@ class FeatureCache:
 @torch.no_grad()
 def extract_atoms(encoder: EvalEncoder, extraction: Extraction, atoms: list[Atom], *, batch_size: int = 256,
                   device: str | torch.device = "cpu", cache_dir=None, progress: bool = True,
-                  token_dtype: torch.dtype = torch.float16, desc: str = "features") -> dict[Atom, torch.Tensor]:
+                  token_dtype: torch.dtype = torch.float16, desc: str = "features",
+                  num_workers: int = 0) -> dict[Atom, torch.Tensor]:
     """Atoms for every image of the split, from the cache when present; targets at key None."""
     atoms = sorted(set(atoms))
     cache = FeatureCache(cache_dir, encoder.sha256, extraction)
@@ -266,7 +265,7 @@ def extract_atoms(encoder: EvalEncoder, extraction: Extraction, atoms: list[Atom
     model = encoder.model.to(device).eval()
     n = len(extraction.dataset)
     store: dict[Atom, torch.Tensor] = {}
-    batches = iter_images(extraction.dataset, extraction.preprocess, batch_size)
+    batches = iter_images(extraction.dataset, extraction.preprocess, batch_size, num_workers)
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, total=num_batches(extraction.dataset, batch_size), desc=desc,

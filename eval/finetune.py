@@ -90,7 +90,7 @@ def train_transform(ctx, aug: str, reprob: float):
 def evaluate_classifier(model: nn.Module, ctx, batch_size: int) -> tuple[float, float]:
     model.eval()
     c1 = c5 = n = 0
-    for images, labels in iter_images(ctx.val.dataset, ctx.val.preprocess, batch_size):
+    for images, labels in iter_images(ctx.val.dataset, ctx.val.preprocess, batch_size, int(ctx.cfg.num_workers)):
         a, b = accuracy(model(images.to(ctx.device)).cpu(), labels)
         c1, c5, n = c1 + a, c5 + b, n + len(labels)
     return 100.0 * c1 / n, 100.0 * c5 / n
@@ -162,6 +162,7 @@ def run(ctx) -> tuple[dict, str, dict]:
         data.set_epoch(epoch)
         model.train()
         loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True,
+                            num_workers=int(ctx.cfg.num_workers),
                             generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         for images, labels in loader:
             images, labels = images.to(ctx.device), labels.to(ctx.device)

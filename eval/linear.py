@@ -64,7 +64,7 @@ class AugmentedBatches:
         self.dataset.set_epoch(epoch)
         g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
         loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                            generator=g, num_workers=int(self.ctx.cfg.get("num_workers", 0) or 0))
+                            generator=g, num_workers=int(self.ctx.cfg.num_workers))
         for images, labels in loader:
             yield self._encode(images), labels.long()
 

@@ -226,3 +226,23 @@ def test_cli_submitit_path_with_the_debug_executor(tiny_encoder, eval_cfg, tmp_p
                     "cluster.executor=debug", f"cache_dir={eval_cfg['cache_dir']}", "progress=false"])
     assert [r["protocol"] for r in records] == ["knn", "lowshot"]
     assert (out / "knn.json").is_file() and (out / "lowshot.json").is_file()
+
+
+def test_image_folder_with_val_split_and_resize(tiny_encoder, tmp_path):
+    """ImageNet layout (train/ and val/ class folders, RGB images of mixed sizes) through the
+    DataLoader path, with grayscale conversion and short-side resize + centre crop."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 6), ("val", 3)):
+        for cls in ("a", "b"):
+            (tmp_path / "folder" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                size = (10 + i, 12)
+                pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(tmp_path / "folder" / split / cls / f"{i}.png")
+    cfg = {"data": f"imagefolder:{tmp_path / 'folder'}", "val_resize": "short256", "cache_dir": None,
+           "progress": False, "knn": {"k": [3], "report_k": 3}}
+    [rec] = evaluate(tiny_encoder, "knn", cfg, tmp_path / "out")
+    assert (rec["train_images"], rec["val_images"]) == (12, 6)
+    assert rec["dataset"].startswith("imagefolder:") and len(rec["dataset_hash"]) == 64
