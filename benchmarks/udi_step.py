@@ -79,9 +79,9 @@ def build(cfg):
     return method, torch.optim.AdamW(params, lr=1e-4)
 
 
-def bench_step(runs: int, paper_batch: int, mini_batch: int) -> list[dict]:
+def bench_step(runs: int, paper_batch: int, mini_batch: int, scales: list[str]) -> list[dict]:
     rows = []
-    for scale, batch in (("mini", mini_batch), ("paper", paper_batch)):
+    for scale, batch in [(s, {"mini": mini_batch, "paper": paper_batch}[s]) for s in scales]:
         for name in ("dino", "udi"):
             cfg = cfg_for(scale, name)
             method, opt = build(cfg)
@@ -144,8 +144,10 @@ def _peak_rss_growth(code: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def bench_memory(batch: int, chunk_rows: int) -> dict:
-    """Teacher local patch logits: 10 locals x 2 globals x 9 samples per image, K = 65536."""
+def bench_memory(batch: int, chunk_rows: int, paper_chunk_rows: int = 8192) -> dict:
+    """Teacher local patch logits: 10 locals x 2 globals x 9 samples per image, K = 65536.
+    Measured at ``batch`` with ``chunk_rows``; extrapolated to the paper batch with the
+    config default ``paper_chunk_rows`` (``method.teacher_chunk_rows``)."""
     rows_per_image = 10 * 2 * 9
     code = (f"from udi.heads import DINOHead\nhead = DINOHead(384, {PAPER_K})\n"
             f"z = torch.randn({batch} * 20, 9, 384)\nvalid = torch.rand({batch} * 20, 9) < 0.7\n"
@@ -163,7 +165,9 @@ def bench_memory(batch: int, chunk_rows: int) -> dict:
            "paper_batch_per_gpu": 128,
            "paper_unchunked_logits_gib_fp32": paper_rows * PAPER_K * 4 / 2**30,
            "paper_unchunked_logits_gib_fp16": paper_rows * PAPER_K * 2 / 2**30,
-           "paper_chunked_logits_gib_fp32": min(chunk_rows, paper_rows) * PAPER_K * 4 / 2**30,
+           "measured_logits_mib_fp32": rows_per_image * batch * PAPER_K * 4 / 2**20,
+           "paper_chunk_rows": paper_chunk_rows,
+           "paper_chunked_logits_gib_fp32": min(paper_chunk_rows, paper_rows) * PAPER_K * 4 / 2**30,
            "student_logits_gib_fp32": (2 * 12 + 2 * 16) * 128 * PAPER_K * 4 / 2**30,
            "load": load()}
     print(json.dumps(row), flush=True)
@@ -177,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mini-batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--scales", nargs="*", choices=("mini", "paper"), default=["mini", "paper"])
     p.add_argument("--out", type=Path, default=Path("results/udi/benchmarks.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -184,14 +189,15 @@ def main(argv: list[str] | None = None) -> None:
     if "srs" in args.only:
         rows.append(bench_srs(max(args.runs, 5)))
     if "memory" in args.only:
-        rows.append(bench_memory(batch=8, chunk_rows=8192))
+        rows.append(bench_memory(batch=16, chunk_rows=720))
     if "step" in args.only:
-        rows += bench_step(args.runs, args.paper_batch, args.mini_batch)
+        rows += bench_step(args.runs, args.paper_batch, args.mini_batch, args.scales)
     if "teacher" in args.only:
         rows.append(bench_teacher(args.runs, args.paper_batch, "paper"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else []
-    kept = [r for r in previous if r["section"] not in args.only]
+    fresh = {(r["section"], r.get("scale"), r.get("method")) for r in rows}
+    kept = [r for r in previous if (r["section"], r.get("scale"), r.get("method")) not in fresh]
     args.out.write_text(json.dumps(kept + rows, indent=1))
     print(f"wrote {args.out} (threads {args.threads}, {load()}, maxrss "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
