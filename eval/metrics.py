@@ -173,13 +173,20 @@ def _pyplot():
     return plt
 
 
+def _block_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("block")
+
+
 def plot_layer_curves(curves: dict[str, list[float]], path: str | Path, ylabel: str, title: str = "",
                       layers: list[int] | None = None) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, values in curves.items():
         ax.plot(layers or list(range(1, len(values) + 1)), values, marker="o", label=name)
-    ax.set_xlabel("block")
+    _block_axis(ax)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if len(curves) > 1:
@@ -199,7 +206,7 @@ def plot_per_head(values: torch.Tensor, path: str | Path, ylabel: str, title: st
     for h in range(H):
         ax.scatter(range(1, L + 1), values[:, h], s=10, alpha=0.6)
     ax.plot(range(1, L + 1), values.mean(dim=1), color="k", label="mean over heads")
-    ax.set_xlabel("block")
+    _block_axis(ax)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)

@@ -94,7 +94,7 @@ def per_layer_curves(records: list[dict], protocol: str, pattern: str) -> dict[s
 
 def plot_per_layer(records: list[dict], out_dir: str | Path) -> list[Path]:
     """One PNG per per-layer quantity present in the records, one curve per run."""
-    from eval.metrics import _pyplot
+    from eval.metrics import _block_axis, _pyplot
 
     written = []
     for name, (protocol, pattern, ylabel) in PER_LAYER.items():
@@ -105,7 +105,7 @@ def plot_per_layer(records: list[dict], out_dir: str | Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for label, (layers, values) in sorted(curves.items()):
             ax.plot(layers, values, marker="o", label=label)
-        ax.set_xlabel("block")
+        _block_axis(ax)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
         fig.tight_layout()
