@@ -122,12 +122,12 @@ def mini_row(run: str, token: str | None, feature: str) -> dict:
 def provenance(records: list[dict]) -> list[str]:
     lines, seen = [], set()
     for r in records:
-        key = (r.get("run"), r["protocol"], r.get("metric"))
+        key = (r.get("run"), r["protocol"], r.get("feature"))
         if key in seen:
             continue
         seen.add(key)
         sha = (r.get("checkpoint_sha256") or "-")[:12]
-        lines.append(f"| {r.get('run')} | {r['protocol']} | {r.get('metric')} | {sha} | {r.get('config_hash') or '-'} | "
+        lines.append(f"| {r.get('run')} | {r['protocol']} | {r.get('feature') or '-'} | {sha} | {r.get('config_hash') or '-'} | "
                      f"{(r.get('git_commit') or '-')[:10]} | {(r.get('dataset_hash') or '-')[:12]} | "
                      f"{r.get('wall_time_s')} | {r.get('hardware')} |")
     return lines
@@ -151,7 +151,7 @@ def render_mini(experiment: str = "mini") -> str:
         "class tokens (best of the lr grid). Paper: ImageNet-1K ViT-S/16, 1200 effective epochs. "
         "The two are not comparable in absolute value; compare the ordering. '—' = not run / not defined.",
         "",
-        "| run | protocol | metric | checkpoint sha256 | config hash | git commit | dataset hash | wall s | hardware |",
+        "| run | protocol | feature | checkpoint sha256 | config hash | git commit | dataset hash | wall s | hardware |",
         "|---|---|---|---|---|---|---|---|---|",
         *provenance(records),
     ]
