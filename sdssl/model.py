@@ -40,7 +40,8 @@ PRED_REDUCTIONS = ("sum", "mean")
 
 
 def distilled_layers(depth: int, intermediate_layers, every_n: int) -> list[int]:
-    """Blocks below the last that get L_isd: an explicit list, or every ``every_n``-th of 1..L-1.
+    """Blocks below the last that get L_isd: ``intermediate_layers`` (null = all of 1..L-1),
+    keeping every ``every_n``-th block.
 
     ``every_n`` implements the paper's "MLP/n" (Table 6): blocks n, 2n, ... below the last.
     """
