@@ -19,7 +19,8 @@ def test_paper_scale_keeps_recipe_constants():
 def test_mini_scale_overrides_schedules_and_caller_wins():
     mini = resolve({"linear": {"protocol": "dino"}})
     assert mini.linear.n_last_blocks == 4  # the recipe's feature choice stays
-    assert (mini.linear.epochs, mini.linear.aug, mini.val_resize) == (10, "none", "none")
+    assert (mini.linear.epochs, mini.linear.aug, mini.val_resize) == (100, "none", "none")  # recipe epochs, no aug
+    assert list(mini.linear.lr_sweep) == [0.01, 0.1, 1.0] and mini.attn_probe.aug == "none"
     mine = resolve({"linear": {"protocol": "dino", "epochs": 2, "lr_sweep": [0.5]}})
     assert (mine.linear.epochs, list(mine.linear.lr_sweep)) == (2, [0.5])
 
