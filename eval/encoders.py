@@ -93,7 +93,7 @@ def load(spec: str, data: str = "fashion_mnist", data_shape: tuple[int, int] | N
         if data_shape is None:
             raise ValueError("the pixels floor needs the eval images' (channels, size)")
         c, size = data_shape
-        meta = dict(_default_meta(data, c, size), method="pixels", feature="pixels")
+        meta = dict(_default_meta(data, c, size), method="pixels", run="pixels", feature="pixels")
         return EvalEncoder(PixelEncoder(size, c).eval(), meta, _sha_of(f"pixels:{data}"), "pixels")
     if spec.startswith("random:"):
         source = Path(spec.split(":", 1)[1])
