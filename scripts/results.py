@@ -64,7 +64,7 @@ def render(results: Path, out: Path, plots: Path) -> str:
     rows = collect(results)
     lines = ["# Cross-paper results at the mini budget", "",
              "Every method below was pretrained on Fashion-MNIST at its paper's mini scale and evaluated "
-             "by `scripts/cross_eval.py` with one eval config (k-NN k=20, T=0.07; linear probe grid on "
+             "by `scripts/cross_eval.py` with one eval config on the same class-balanced subsets (10,000 training and 2,000 test images; k-NN k=20, T=0.07; linear probe grid on "
              "frozen features, one head per block for the per-layer column; V-JEPA attentive probe; "
              "low-shot logistic regression; k-NN transfer to MNIST-5k). Each number links to its record "
              "(checkpoint sha256, config hash, commit, dataset hash, hardware, wall time, peak memory). "
