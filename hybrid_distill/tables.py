@@ -127,7 +127,7 @@ def render_mini(results_root: Path = Path("results")) -> str:
 
 def render_paper_table(experiment: str, results_root: Path = Path("results")) -> str:
     if experiment == "table1":
-        lines = [f"### Table 1 (IN-1K fine-tune top-1; COCO / ADE20K only from the paper)", "",
+        lines = ["### Table 1 (IN-1K fine-tune top-1; COCO / ADE20K only from the paper)", "",
                  "| row | backbone | paper IN-1K | ours IN-1K | paper AP^box | paper AP^mask | paper ADE20K |",
                  "|---|---|---|---|---|---|---|"]
         for run, (label, bb, (top1, box, mask, ade)) in TABLE1.items():

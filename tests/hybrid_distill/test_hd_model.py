@@ -9,7 +9,7 @@ import torch
 from common.checkpoint import export_encoder, load_encoder
 from common.config import load_config
 from common.vit import ViT
-from hybrid_distill.model import HybridDistill, Term, build_method
+from hybrid_distill.model import build_method
 
 FM_MEAN, FM_STD = [0.2860406], [0.3530242]
 
