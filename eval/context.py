@@ -46,6 +46,14 @@ class EvalContext:
             raise ValueError(f"eval.layers {bad} outside 1..{self.depth} (the encoder's blocks)")
         return layers
 
+    def artifact_path(self, name: str, section: str) -> Path:
+        """Where a trained probe is saved: beside the feature cache (binaries stay out of the
+        git-tracked results/), keyed by checkpoint and by the protocol's config hash."""
+        from eval.settings import section_hash
+
+        root = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.out_dir
+        return root / "probes" / self.encoder.sha256[:24] / f"{name}_{section_hash(self.cfg, section)}.pt"
+
     def split(self, name: str) -> F.Extraction:
         return {"train": self.train, "val": self.val}[name]
 

@@ -120,7 +120,7 @@ def run(ctx) -> tuple[dict, str, dict]:
     best = max(specs, key=lambda s: results[s.name]["top1"])
     metrics["linear/best/top1"] = results[best.name]["top1"]
     metrics["linear/best/top5"] = results[best.name]["top5"]
-    probe_path = save_probe(ctx.out_dir / "probes" / "linear_best.pt", heads[best.name], best.feature,
+    probe_path = save_probe(ctx.artifact_path("linear_best", "linear"), heads[best.name], best.feature,
                             {"bn": bool(c.bn), "lr": best.lr, "protocol": c.protocol})
     extra = {"best_head": best.name, "feature": best.feature, "linear_protocol": c.protocol,
              "probe": str(probe_path), "features": feats}
