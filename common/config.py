@@ -20,9 +20,12 @@ COMMON_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 # Keys that say where or how fast a run goes, not what it computes: left out of the hash,
 # so moving a run to another cluster or log cadence keeps its run directory and checkpoints.
-NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "train.out_root",
+NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "results_root", "train.out_root",
                      "train.log_every", "train.ckpt_every_steps", "train.keep_checkpoints",
-                     "train.progress", "data.num_workers", "data.root", "eval")
+                     "train.progress", "train.threads", "train.dist_timeout_s", "data.num_workers",
+                     "data.root", "eval")
+# ... except the evaluation keys that decide which encoder a run exports.
+IDENTITY_EVAL_KEYS = ("encoder",)
 
 
 class ConfigError(ValueError):
@@ -156,8 +159,11 @@ def _drop(container: dict, dotted: str) -> None:
 def identity(cfg: DictConfig) -> dict:
     """The part of the config that determines what a run computes."""
     plain = OmegaConf.to_container(cfg, resolve=True)
+    kept_eval = {k: plain["eval"][k] for k in IDENTITY_EVAL_KEYS if plain.get("eval", {}).get(k) is not None}
     for key in NON_IDENTITY_KEYS:
         _drop(plain, key)
+    if kept_eval:
+        plain["eval"] = kept_eval
     return plain
 
 

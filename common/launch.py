@@ -58,7 +58,8 @@ def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
     protocols = list(cfg.eval.get("protocols", []))
     if not protocols:
         return []
-    from eval.api import evaluate  # eval builds on common, so it is imported only when needed
+    from eval import settings  # eval builds on common, so it is imported only when needed
+    from eval.api import PROTOCOL_MODULES, evaluate
 
     out_dir = Path(cfg.results_root) / cfg.paper / cfg.run_name
     run_info = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
@@ -66,8 +67,20 @@ def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
                 "train_time_s": summary.get("train_time_s"),
                 "train_peak_memory_mb": summary.get("peak_memory_mb"),
                 "train_hardware": summary.get("hardware")}
+    resolved = settings.resolve(cfg.eval)
     records = []
     for protocol in protocols:
+        existing = out_dir / f"{protocol}.json"
+        if existing.exists():
+            # a record of this very encoder under the same protocol settings: nothing to redo
+            old = json.loads(existing.read_text())
+            same_encoder = old.get("checkpoint_sha256") == summary.get("encoder_sha256")
+            same_protocol = old.get("eval_config_hash") == settings.section_hash(
+                resolved, PROTOCOL_MODULES[protocol][1])
+            if same_encoder and same_protocol:
+                print(f"reusing {existing} ({protocol}: {old['metric']} = {old['value']:.2f})", flush=True)
+                records.append(old)
+                continue
         records += evaluate(summary["encoder"], protocol, cfg.eval, out_dir=out_dir, run_info=run_info)
     return records
 

@@ -30,7 +30,7 @@ from common.checkpoint import CheckpointManager, export_encoder
 from common.config import config_hash, save_run_config
 from common.data import ResumableDistributedSampler
 from common.optim import apply_schedule, build_optimizer, scaled_lr
-from common.schedules import cosine_schedule
+from common.schedules import cosine_schedule, ijepa_cosine_wd, ijepa_warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,25 @@ def make_plan(cfg: DictConfig, dataset_len: int, world: int) -> Plan:
     return Plan(gb, gb // world, spe, total, warmup)
 
 
+def lr_wd_at(step: int, plan: Plan, base_lr: float, optim: DictConfig) -> tuple[float, float]:
+    """Learning rate and weight decay of iteration `step` (`optim.schedule`).
+
+    `cosine`: DINO-style linear warmup from 0, cosine to `min_lr`; weight decay cosine from
+    `weight_decay` to `weight_decay_end`. `ijepa`: I-JEPA's schedulers, warmup from
+    `start_lr` (scaled like lr), as they are stepped before use, and its cosine wd ramp.
+    """
+    kind = str(optim.get("schedule", "cosine"))
+    wd0, wd1 = float(optim.weight_decay), float(optim.weight_decay_end)
+    if kind == "cosine":
+        return (cosine_schedule(step, plan.total_steps, base_lr, float(optim.min_lr), plan.warmup_steps),
+                cosine_schedule(step, plan.total_steps, wd0, wd1, 0))
+    if kind == "ijepa":
+        start = base_lr * float(optim.get("start_lr", 0.0)) / float(optim.lr) if float(optim.lr) else 0.0
+        return (ijepa_warmup_cosine(step, plan.total_steps, start, base_lr, float(optim.min_lr), plan.warmup_steps),
+                ijepa_cosine_wd(step, plan.total_steps, wd0, wd1))
+    raise ValueError(f"optim.schedule must be cosine or ijepa, got {kind!r}")
+
+
 def run_dir_of(cfg: DictConfig) -> Path:
     return Path(str(cfg.train.out_root)) / str(cfg.paper) / str(cfg.run_name)
 
@@ -226,6 +245,9 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 
 def train(cfg: DictConfig) -> dict:
     """Train (or resume) the run described by `cfg`; returns a summary with the encoder path."""
+    if cfg.train.get("threads"):
+        # one thread per process is much faster when other processes share the cores
+        torch.set_num_threads(int(cfg.train.threads))
     denv = dist.init_distributed(timeout_s=float(cfg.train.get("dist_timeout_s", 120)))
     device = resolve_device(cfg.train.device)
     if device.type == "cuda":
@@ -304,10 +326,7 @@ def train(cfg: DictConfig) -> dict:
                             num_workers=int(cfg.data.num_workers),
                             persistent_workers=False, pin_memory=device.type == "cuda")
         for batch in loader:
-            lr = cosine_schedule(step, plan.total_steps, base_lr, float(cfg.optim.min_lr),
-                                 plan.warmup_steps)
-            wd = cosine_schedule(step, plan.total_steps, float(cfg.optim.weight_decay),
-                                 float(cfg.optim.weight_decay_end), 0)
+            lr, wd = lr_wd_at(step, plan, base_lr, cfg.optim)
             apply_schedule(optimizer, lr, wd)
             torch.manual_seed(_mix(seed, 0xC0DE, step, dist.rank()))
             batch = move_to(batch, device)

@@ -116,3 +116,17 @@ def test_job_error_line_prefers_the_exception_over_context_lines():
         "omegaconf.errors.ConfigKeyError: Key 'x' is not in struct\n    full_key: data.x\n"
         "    object_type=dict\n----------------------\nYou can check full logs")
     assert job_error_line(exc) == "omegaconf.errors.ConfigKeyError: Key 'x' is not in struct"
+
+
+def test_relaunch_reuses_records_of_the_same_encoder_and_protocol(toy_overrides, capsys):
+    args = [*toy_overrides, "train.epochs=1", "eval.protocols=[knn]"]
+    [spec] = plan_runs("toy_paper", args)
+    TrainEvalJob("toy_paper", spec.overrides)()
+    record = Path(toy_overrides[1].split("=", 1)[1]) / "toy_paper" / spec.name / "knn.json"
+    first = record.read_text()
+    TrainEvalJob("toy_paper", spec.overrides)()
+    assert "reusing" in capsys.readouterr().out and record.read_text() == first
+    # another protocol setting is evaluated again
+    [changed] = plan_runs("toy_paper", [*args, "eval.knn.T=0.1"])
+    TrainEvalJob("toy_paper", changed.overrides)()
+    assert record.read_text() != first

@@ -93,7 +93,7 @@ class ToyMethod(nn.Module):
         return self.teacher
 
     def export_meta(self):
-        return {"feature": "cls", "img_size": 8, "in_chans": 1}
+        return {"feature": "cls", "img_size": 8, "in_chans": 1, "mean": [0.0], "std": [1.0]}
 
 
 def build_method(cfg, total_steps):
