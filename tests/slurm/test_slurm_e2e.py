@@ -122,7 +122,8 @@ def test_smoke_table_goes_out_as_one_job_array_and_lands_where_a_local_run_would
             assert record["checkpoint_sha256"] == sha, "the record does not name the encoder it evaluated"
             values.append(f"{record['value']:.1f}")
         # the printed table reads these records: the run's row shows their values
-        [row] = [line for line in table if line.startswith("|") and f"({spec.name})" in line]
+        # rows are labelled "<Method> (run <name>, <encoder> encoder)"
+        [row] = [line for line in table if line.startswith("|") and f"(run {spec.name}," in line]
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[1:1 + len(values)] == values, row
 
