@@ -32,15 +32,24 @@ def check_provenance(record: dict) -> None:
                               "re-run its evaluation with eval/launch.py (which records them)")
 
 
-def zoo_entries(records: list[dict], runs_root: Path) -> dict[str, list[dict]]:
+def zoo_entries(records: list[dict], runs_root: Path, results_root: Path = Path("results")) -> dict[str, list[dict]]:
     """Model entries per paper, one per (paper, run), newest record per protocol."""
     by_run: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for rec in records:
         # floors are not models; results/cross/ repeats the runs under the cross-paper protocols
-        if rec.get("method") in FLOOR_METHODS or "cross" in Path(rec["_path"]).parts:
+        floor = rec.get("method") in FLOOR_METHODS or rec.get("encoder_kind") in FLOOR_METHODS
+        if floor or "cross" in Path(rec["_path"]).parts:
             continue
         check_provenance(rec)
-        by_run[(rec["paper"], rec["run"])].append(rec)
+        # records of encoders built outside a paper's loop (e.g. the supervised teacher made by
+        # eval's fine-tuning) carry no paper/run: file them under their results directory
+        # a model is named by its results directory, results/<paper>/<name>/..., which also
+        # separates earlier runs kept under another name
+        parts = Path(rec["_path"]).parts
+        top = parts.index(results_root.name)
+        paper = rec.get("paper") or parts[top + 1]
+        name = parts[top + 2] if len(parts) > top + 3 else str(rec.get("run"))
+        by_run[(paper, name)].append(rec)
     zoo: dict[str, list[dict]] = defaultdict(list)
     for (paper, run), recs in sorted(by_run.items()):
         shas = {r["checkpoint_sha256"] for r in recs}
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                         "which the pretrain stages depend on)")
     args = p.parse_args(argv)
     try:
-        zoo = zoo_entries(load_records([args.results]), Path(args.runs))
+        zoo = zoo_entries(load_records([args.results]), Path(args.runs), Path(args.results))
     except ProvenanceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
