@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from common.checkpoint import sha256_file  # noqa: F401  (re-exported: one implementation for data and checkpoints)
 from common.augment import (  # re-exported: common.data is the import surface
     STATS, CropBox, MultiCrop, blur_kernel_size, color_jitter, flip, gaussian_blur, grayscale,
     normalize, random_resized_crop, random_resized_crop_box, solarize, to_rgb,
@@ -82,14 +83,6 @@ class CorruptImageError(RuntimeError):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def combine_hashes(hashes: Sequence[str]) -> str:

@@ -173,6 +173,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def _block_axis(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -191,11 +199,7 @@ def plot_layer_curves(curves: dict[str, list[float]], path: str | Path, ylabel: 
     ax.set_title(title)
     if len(curves) > 1:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_per_head(values: torch.Tensor, path: str | Path, ylabel: str, title: str = "") -> Path:
@@ -210,11 +214,7 @@ def plot_per_head(values: torch.Tensor, path: str | Path, ylabel: str, title: st
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_heatmap(matrix: torch.Tensor, path: str | Path, title: str = "", labels: list[int] | None = None) -> Path:
@@ -228,8 +228,4 @@ def plot_heatmap(matrix: torch.Tensor, path: str | Path, title: str = "", labels
     ax.set_ylabel("block")
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
