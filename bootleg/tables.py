@@ -1,6 +1,6 @@
 """Render a Bootleg table (or figure's runs) from the evaluation records, paper column included.
 
-    python bootleg/tables.py [compare-mini | main_table-paper | ...] [--out FILE]
+    python bootleg/tables.py [compare-mini | main_table-paper | ...] [--out FILE] [key=value ...]
 
 An experiment name is ``<experiment>-<scale>`` (``experiment_name`` of the config), so the
 records are looked up where that experiment at that scale writes them. Every table carries
@@ -28,11 +28,12 @@ PAPER_LINEAR_IN1K = {("ijepa", "vit_b16"): "72.9 (I-JEPA paper, 600 ep)",
 NOT_IN_TEXT = "not in our text"
 
 
-def experiment_config(name: str):
+def experiment_config(name: str, overrides=()):
+    """The experiment's config; ``overrides`` (e.g. ``results_root=...``) as given to its launch."""
     experiment, _, scale = name.rpartition("-")
     if not experiment:
         raise ValueError(f"experiment name {name!r} is not <experiment>-<scale>, e.g. compare-mini")
-    return load_config("bootleg", [f"experiment={experiment}", f"scale={scale}"])
+    return load_config("bootleg", [f"experiment={experiment}", f"scale={scale}", *overrides])
 
 
 def read_records(directory: Path) -> dict[str, dict]:
@@ -56,16 +57,16 @@ def floor_dir(cfg, spec: str) -> Path | None:
 
 
 def ensure_floors(cfg) -> None:
-    """Evaluate the floor rows that have no record yet (local runs only: cheap at mini scale)."""
-    from eval.api import evaluate
+    """Evaluate the floor rows that have no record under the experiment's current eval
+    settings (a changed probe schedule re-evaluates them; local runs only: cheap at mini scale)."""
+    from eval.api import evaluate_unless_current
 
     for spec in floor_specs(cfg).values():
         out = floor_dir(cfg, spec)
         if out is None:
             continue
         for protocol in cfg.eval.protocols:
-            if not (out / f"{protocol}.json").exists():
-                evaluate(spec, protocol, cfg.eval, out_dir=out)
+            evaluate_unless_current(spec, protocol, cfg.eval, out_dir=out)
 
 
 def _paper_value(method: str, model_name: str, protocol: str, dataset: str) -> str:
@@ -91,8 +92,8 @@ def _provenance(name: str, r: dict) -> str:
             f"{r['created']}")
 
 
-def render(name: str = "compare-mini", compute_floors: bool | None = None) -> str:
-    cfg = experiment_config(name)
+def render(name: str = "compare-mini", compute_floors: bool | None = None, overrides=()) -> str:
+    cfg = experiment_config(name, overrides)
     protocols = [p for p in PROTOCOLS if p in cfg.eval.protocols]
     if compute_floors is None:
         compute_floors = cfg.cluster.executor == "inprocess"
@@ -103,9 +104,9 @@ def render(name: str = "compare-mini", compute_floors: bool | None = None) -> st
     lines = [f"### {name}: {cfg.eval.data}",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     provenance = []
-    for run, overrides in cfg.runs.items():
-        run_cfg = load_config("bootleg", [f"experiment={name.rpartition('-')[0]}",
-                                          f"scale={cfg.scale_name}", *overrides, f"run_name={run}"])
+    for run, run_overrides in cfg.runs.items():
+        run_cfg = load_config("bootleg", [f"experiment={name.rpartition('-')[0]}", f"scale={cfg.scale_name}",
+                                          *overrides, *run_overrides, f"run_name={run}"])
         records = read_records(root / run)
         label = (f"{METHOD_NAMES.get(run_cfg.method.name, run_cfg.method.name)} "
                  f"(run {run}, {run_cfg.eval.encoder} encoder)")
@@ -131,9 +132,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("experiment", nargs="?", default="compare-mini",
                         help="<experiment>-<scale> (default compare-mini)")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
-    parser.add_argument("--no-floors", action="store_true", help="do not evaluate missing floor rows")
-    args = parser.parse_args(argv)
-    text = render(args.experiment, compute_floors=False if args.no_floors else None)
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--no-floors", action="store_true", help="do not evaluate missing floor rows")
+    what.add_argument("--floors-only", action="store_true",
+                      help="only evaluate the floor rows that are missing or stale (the `floors` stage of dvc.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value as given to the launch, e.g. results_root=results")
+    args = parser.parse_intermixed_args(argv)  # options may sit between experiment and overrides
+    if args.floors_only:
+        ensure_floors(experiment_config(args.experiment, args.overrides))
+        return
+    text = render(args.experiment, compute_floors=False if args.no_floors else None, overrides=args.overrides)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

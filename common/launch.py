@@ -56,10 +56,9 @@ def plan_runs(paper: str, overrides: list[str]) -> list[RunSpec]:
 
 def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
     protocols = list(cfg.eval.get("protocols", []))
-    if not protocols:
+    if not protocols and not cfg.get("extra_evals"):
         return []
-    from eval import settings  # eval builds on common, so it is imported only when needed
-    from eval.api import PROTOCOL_MODULES, evaluate
+    from eval.api import evaluate_unless_current  # eval builds on common: imported only when needed
 
     out_dir = Path(cfg.results_root) / cfg.paper / cfg.run_name
     run_info = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
@@ -67,21 +66,18 @@ def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
                 "train_time_s": summary.get("train_time_s"),
                 "train_peak_memory_mb": summary.get("peak_memory_mb"),
                 "train_hardware": summary.get("hardware")}
-    resolved = settings.resolve(cfg.eval)
+    jobs = [(protocol, cfg.eval, out_dir, run_info) for protocol in protocols]
+    extras = OmegaConf.to_container(cfg.extra_evals, resolve=True) if cfg.get("extra_evals") else {}
+    for name, extra in extras.items():
+        if not extra.get("protocols"):
+            raise ConfigError(f"extra_evals.{name} has no protocols; e.g. extra_evals={{{name}:{{protocols:[knn]}}}}")
+        extra_cfg = OmegaConf.merge(cfg.eval, {k: v for k, v in extra.items() if k != "protocols"})
+        extra_info = {**run_info, "method": f"{cfg.method.name}+{name}"}
+        jobs += [(protocol, extra_cfg, out_dir / name, extra_info) for protocol in extra["protocols"]]
     records = []
-    for protocol in protocols:
-        existing = out_dir / f"{protocol}.json"
-        if existing.exists():
-            # a record of this very encoder under the same protocol settings: nothing to redo
-            old = json.loads(existing.read_text())
-            same_encoder = old.get("checkpoint_sha256") == summary.get("encoder_sha256")
-            same_protocol = old.get("eval_config_hash") == settings.section_hash(
-                resolved, PROTOCOL_MODULES[protocol][1])
-            if same_encoder and same_protocol:
-                print(f"reusing {existing} ({protocol}: {old['metric']} = {old['value']:.2f})", flush=True)
-                records.append(old)
-                continue
-        records += evaluate(summary["encoder"], protocol, cfg.eval, out_dir=out_dir, run_info=run_info)
+    for protocol, eval_cfg, out, info in jobs:
+        records += evaluate_unless_current(summary["encoder"], protocol, eval_cfg, out_dir=out,
+                                           run_info=info, checkpoint_sha256=summary["encoder_sha256"])
     return records
 
 
@@ -307,6 +303,11 @@ def main(paper: str, argv: list[str] | None = None) -> None:
         sys.exit(f"error: {paper} run failed (traceback above)")
     if args.no_wait or args.stage == "train" or experiment == "default":
         return  # a single run (experiment=none) has no table
+    if args.only:
+        # a table of some runs would be partial, and rendering may evaluate floor rows that
+        # the caller (dvc's eval@<run> stages) did not ask for
+        print(f"ran {args.only} of {experiment}; render its table with python {paper}/tables.py {experiment}", flush=True)
+        return
     table = render_tables(paper, experiment)
     if table:
         print(table)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from pathlib import Path
 
@@ -78,3 +79,28 @@ def evaluate(encoder_path, protocol: str, eval_cfg=None, out_dir="results", run_
     path = write_record(record, out_dir)
     log.info("%s: %s = %.3f -> %s", protocol, headline, record["value"], path)
     return [record]
+
+
+def current_record(out_dir, protocol: str, eval_cfg=None, checkpoint_sha256: str | None = None) -> dict | None:
+    """The record in ``<out_dir>/<protocol>.json`` if it was made under the same protocol
+    settings (``eval_config_hash``) and, when given, from the same checkpoint; else None."""
+    path = Path(out_dir) / f"{protocol}.json"
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    same_protocol = old.get("eval_config_hash") == settings.section_hash(
+        settings.resolve(eval_cfg), PROTOCOL_MODULES[settings.check_protocol(protocol)][1])
+    same_encoder = checkpoint_sha256 is None or old.get("checkpoint_sha256") == checkpoint_sha256
+    return old if same_protocol and same_encoder else None
+
+
+def evaluate_unless_current(encoder_path, protocol: str, eval_cfg=None, out_dir="results",
+                            run_info: dict | None = None, checkpoint_sha256: str | None = None) -> list[dict]:
+    """``evaluate``, unless a current record (see ``current_record``) is already there: a
+    changed probe schedule or encoder re-evaluates, an unchanged one costs nothing."""
+    old = current_record(out_dir, protocol, eval_cfg, checkpoint_sha256)
+    if old is not None:
+        print(f"reusing {Path(out_dir) / (protocol + '.json')} ({protocol}: {old['metric']} = {old['value']:.2f})",
+              flush=True)
+        return [old]
+    return evaluate(encoder_path, protocol, eval_cfg, out_dir=out_dir, run_info=run_info)

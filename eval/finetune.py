@@ -123,7 +123,9 @@ def run(ctx) -> tuple[dict, str, dict]:
     model = Classifier(encoder, ctx.num_classes, str(c.global_pool),
                        head_init_std=0.02 if c.from_scratch else 2e-5).to(ctx.device)
     train_ds = ctx.train.dataset
-    if c.train_subset:
+    # finetune.train_subset subsamples the eval's training images; when the eval already uses
+    # fewer (eval.train_subset), those are all the fine-tuning gets
+    if c.train_subset and int(c.train_subset) < len(train_ds):
         train_ds = train_ds.subset(subset_indices(train_ds.targets, int(c.train_subset), seed))
     batch_size = int(c.batch_size)
     if len(train_ds) < batch_size:

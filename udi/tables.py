@@ -46,7 +46,6 @@ MINI_ROWS = [
     ("floor: pixels", "floor_pixels", "pixels", "pixels"),
     ("floor: random init", "floor_random", "cls", "cls_last4"),
 ]
-EXTRA_PROTOCOLS = ("knn", "lowshot")
 
 
 def load_record(directory: Path, protocol: str) -> dict | None:
@@ -75,8 +74,7 @@ def complete_mini(experiment: str = "mini") -> None:
         return
     base = mini_eval_cfg()
     base.pop("protocols", None)
-    jobs = [(str(encoder), "udi", "cls_plus", p) for p in EXTRA_PROTOCOLS]
-    jobs += [("pixels", "floor_pixels", None, p) for p in ("knn", "linear", "lowshot")]
+    jobs = [("pixels", "floor_pixels", None, p) for p in ("knn", "linear", "lowshot")]
     jobs += [(f"random:{encoder}", "floor_random", None, p) for p in ("knn", "linear", "lowshot")]
     for path, run, token, protocol in jobs:
         out = record_dir(run, token)

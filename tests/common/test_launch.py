@@ -1,6 +1,7 @@
 """The shared CLI and submitit executors (never the SLURM scheduler here: see tests/slurm)."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,8 +12,8 @@ import pytest
 import submitit
 import torch
 
-from common.config import load_config
-from common.launch import TrainEvalJob, make_executor, plan_runs, submit
+from common.config import ConfigError, load_config
+from common.launch import TrainEvalJob, main, make_executor, plan_runs, submit
 from common.train import run_dir_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,3 +131,27 @@ def test_relaunch_reuses_records_of_the_same_encoder_and_protocol(toy_overrides,
     [changed] = plan_runs("toy_paper", [*args, "eval.knn.T=0.1"])
     TrainEvalJob("toy_paper", changed.overrides)()
     assert record.read_text() != first
+
+
+def test_only_runs_the_named_runs_and_leaves_the_table_to_tables_py(toy_overrides, capsys):
+    args = [*toy_overrides, "experiment=pair", "train.epochs=1", "eval.protocols=[]"]
+    main("toy_paper", ["--only", "toy-b", *args])
+    assert "ran toy-b of pair; render its table with python toy_paper/tables.py pair" in capsys.readouterr().out
+    a, b = plan_runs("toy_paper", args)
+    assert (run_dir_of(b.cfg) / "encoder.pt").is_file() and not run_dir_of(a.cfg).exists()
+
+
+def test_extra_evals_write_beside_the_run_and_are_reused(toy_overrides, capsys):
+    args = [*toy_overrides, "train.epochs=1", "eval.protocols=[knn]", "extra_evals={hot:{knn:{T:0.5},protocols:[knn]}}"]
+    [spec] = plan_runs("toy_paper", args)
+    TrainEvalJob("toy_paper", spec.overrides)()
+    out = Path(toy_overrides[1].split("=", 1)[1]) / "toy_paper" / spec.name
+    main_rec, extra_rec = (json.loads((d / "knn.json").read_text()) for d in (out, out / "hot"))
+    assert extra_rec["method"] == main_rec["method"] + "+hot" and extra_rec["T"] == 0.5 != main_rec["T"]
+    assert extra_rec["checkpoint_sha256"] == main_rec["checkpoint_sha256"]
+    assert extra_rec["eval_config_hash"] != main_rec["eval_config_hash"]
+    TrainEvalJob("toy_paper", spec.overrides)()
+    assert capsys.readouterr().out.count("reusing") == 2
+    [bad] = plan_runs("toy_paper", [*toy_overrides, "extra_evals={hot:{knn:{T:0.5}}}"])
+    with pytest.raises(ConfigError, match="extra_evals.hot has no protocols"):
+        TrainEvalJob("toy_paper", bad.overrides)()

@@ -8,7 +8,7 @@ import eval.features as features_module
 from common.checkpoint import load_encoder
 from common.data import get_dataset
 from eval import settings
-from eval.api import build_context, evaluate
+from eval.api import build_context, current_record, evaluate, evaluate_unless_current
 from eval.records import REQUIRED
 from eval.report import render
 from tests.eval.conftest import TINY, tiny_meta
@@ -128,6 +128,26 @@ def test_supervised_from_scratch_exports_a_teacher(tiny_encoder, eval_cfg, tmp_p
     assert not torch.equal(vit.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
     [knn] = evaluate(tmp_path / "teacher" / "encoder.pt", "knn", eval_cfg, tmp_path / "teacher_knn")
     assert knn["method"] == "supervised"
+
+
+def test_finetune_subset_larger_than_the_eval_training_set_uses_all_of_it(tiny_encoder, eval_cfg, tmp_path):
+    cfg = {**eval_cfg, "train_subset": 200, "finetune": {**eval_cfg["finetune"], "train_subset": 1000}}
+    [rec] = evaluate(tiny_encoder, "finetune", cfg, tmp_path)
+    assert rec["train_images"] == 200 and rec["steps"] == 3  # 200 // 64, not an error
+
+
+def test_floor_records_are_reused_only_under_the_same_protocol_settings(eval_cfg, tmp_path, capsys):
+    [first] = evaluate_unless_current("pixels", "knn", eval_cfg, tmp_path)
+    assert current_record(tmp_path, "knn", eval_cfg) == first
+    [again] = evaluate_unless_current("pixels", "knn", eval_cfg, tmp_path)
+    assert "reusing" in capsys.readouterr().out and again == first
+    # a changed schedule makes the stored record stale: it is evaluated again, not reused
+    changed = {**eval_cfg, "knn": {**eval_cfg["knn"], "report_k": 5}}
+    assert current_record(tmp_path, "knn", changed) is None
+    [redone] = evaluate_unless_current("pixels", "knn", changed, tmp_path)
+    assert "reusing" not in capsys.readouterr().out
+    assert redone["eval_config_hash"] != first["eval_config_hash"] and redone["metric"].endswith("k5/top1")
+    assert current_record(tmp_path, "knn", changed, checkpoint_sha256="another encoder") is None
 
 
 def test_finetune_layer_decay_groups():

@@ -56,21 +56,33 @@ def test_analytics_are_off_in_the_committed_config():
 
 def test_smoke_repro_then_noop_then_push_pull_evaluate(copy):
     repo, env = copy
-    out = run([str(DVC), "repro", "eval@bootleg"], repo, env)
-    assert "Running stage 'pretrain@bootleg'" in out and "Running stage 'eval@bootleg'" in out
+    out = run([str(DVC), "repro", "tables"], repo, env, timeout=1500)
+    for stage in ("data", "pretrain@bootleg", "eval@bootleg", "floors", "tables"):
+        assert f"Running stage '{stage}'" in out, stage
     encoder = repo / "runs/bootleg/bootleg/encoder.pt"
+    done = repo / "runs/bootleg/bootleg/done.json"
     record = json.loads((repo / "results/cross/bootleg/knn.json").read_text())
     sha = (repo / "runs/bootleg/bootleg/encoder.pt.sha256").read_text().split()[0]
-    assert record["checkpoint_sha256"] == sha
+    assert record["checkpoint_sha256"] == sha == json.loads(done.read_text())["encoder_sha256"]
+    # the tables read what the stages wrote: the run's row links its record, floors are measured
+    results_md = (repo / "RESULTS.md").read_text()
+    assert f"[{record['value']:.1f}](results/cross/bootleg/knn.json)" in results_md
+    assert "| floor | pixels | pixels |" in results_md
+    bootleg_table = (repo / "tables/bootleg.md").read_text()
+    floor_row = next(line for line in bootleg_table.splitlines() if line.startswith("| raw pixels (floor)"))
+    assert "missing" not in floor_row, bootleg_table
+    floor_knn = json.loads((repo / "results/bootleg/floors-compare-smoke/pixels/knn.json").read_text())
+    assert f"{floor_knn['value']:.1f}" in floor_row
 
-    again = run([str(DVC), "repro", "eval@bootleg"], repo, env)
+    again = run([str(DVC), "repro", "tables"], repo, env)
     assert "Running stage" not in again and "up to date" in again
 
     run([str(DVC), "push"], repo, env)
     encoder.unlink()
+    done.unlink()
     shutil.rmtree(repo / ".dvc/cache")
     run([str(DVC), "pull", "pretrain@bootleg"], repo, env)
-    assert encoder.is_file()
+    assert encoder.is_file() and json.loads(done.read_text())["encoder_sha256"] == sha
 
     pulled = run([sys.executable, "eval/launch.py", f"checkpoint={encoder}", "protocol=knn",
                   f"out={repo}/pulled", "train_subset=1000", "val_subset=200", "knn.k=[5]", "knn.report_k=5",
