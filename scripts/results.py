@@ -83,8 +83,8 @@ def render(results: Path, out: Path, plots: Path) -> str:
              "low-shot logistic regression; k-NN transfer to MNIST-5k). Each number links to its record "
              "(checkpoint sha256, config hash, commit, dataset hash, hardware, wall time, peak memory). "
              "Regenerate with `dvc repro tables` or `python scripts/results.py`. Pretraining times and peak "
-             "memory come from each run's `done.json`; they are wall times on a shared 2-core CPU "
-             "(load average 15-25 while these runs trained), so compare them only roughly. The mini "
+             "memory come from each run's `done.json`; they are wall times on the hardware named below, "
+             "which other work on the machine can stretch, so compare them only roughly. The mini "
              "budgets are small (see each paper's README): most rows sit near or below the floors, "
              "which says nothing about the paper scale.", "",
              "| paper | method | run | " + " | ".join(c[0] for c in COLUMNS) +
@@ -142,7 +142,7 @@ def draw(rows, runs, plots: Path) -> list[Path]:
             acc = layers[max(layers)]
             ax.scatter(seconds / 60, acc)
             ax.annotate(name, (seconds / 60, acc), fontsize=7)
-    ax.set_xlabel("pretraining wall time (min, shared 2-core CPU)")
+    ax.set_xlabel("pretraining wall time (min)")
     ax.set_ylabel("linear probe top-1, last block (%)")
     ax.set_title("Accuracy vs training cost (mini budget)")
     fig.tight_layout()
