@@ -99,9 +99,10 @@ def run(ctx) -> tuple[dict, str, dict]:
     specs = head_specs(feats, base_lrs, batch_size, float(c.weight_decay))
     val = ctx.features("val", feats)
     dims = {f: v.shape[-1] for f, v in val.items()}
+    # torch seeds every process at random: the heads' initial weights must come after this
+    torch.manual_seed(int(ctx.cfg.seed))
     heads = {s.name: LinearHead(dims[s.feature], ctx.num_classes, bn=bool(c.bn),
                                               init_std=float(c.init_std)) for s in specs}
-    torch.manual_seed(int(ctx.cfg.seed))
     if c.aug == "none":
         batches = CachedBatches(ctx.features("train", feats), ctx.labels("train"), batch_size, int(ctx.cfg.seed))
     else:

@@ -118,3 +118,20 @@ def test_logreg_penalty_matches_cyanure_objective():
     assert torch.allclose(W_sk, W.detach(), atol=1e-3), (W_sk, W)
     with pytest.raises(ValueError, match="positive"):
         fit_logreg(x, y, 0.0)
+
+
+def test_probe_records_are_identical_across_processes(tiny_encoder, eval_cfg, tmp_path):
+    """torch seeds each process at random; every probe must seed before it draws weights."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = {**eval_cfg, "cache_dir": None}
+    script = ("import json, sys; from eval.api import evaluate; "
+              "[r] = evaluate(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), out_dir=sys.argv[4]); "
+              "print(json.dumps(r['metrics'], sort_keys=True))")
+    for protocol in ("linear", "attentive", "lowshot"):
+        runs = [subprocess.run([sys.executable, "-c", script, str(tiny_encoder), protocol, json.dumps(cfg),
+                                str(tmp_path / f"{protocol}{i}")], capture_output=True, text=True, check=True).stdout
+                for i in range(2)]
+        assert runs[0] == runs[1], protocol
