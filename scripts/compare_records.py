@@ -10,18 +10,14 @@ largest difference over the record's metrics. Exit status 1 if a metric differs 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from eval.records import load_records
+
 
 def records(root: Path) -> dict[str, dict]:
-    found = {}
-    for path in sorted(root.rglob("*.json")):
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and "protocol" in data and "metrics" in data:
-            found[path.relative_to(root).as_posix()] = data
-    return found
+    return {Path(r["_path"]).relative_to(root).as_posix(): r for r in load_records([root])}
 
 
 def compare(a: dict, b: dict) -> dict:
