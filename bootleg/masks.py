@@ -313,9 +313,15 @@ class BootlegMaskGenerator:
 
 
 class RandomMaskGenerator:
-    """MAE's per-sample uniform random masking: one target "block" of all masked tokens."""
+    """MAE's per-sample uniform random masking: one target "block" of the masked tokens.
 
-    def __init__(self, grid: tuple[int, int], mask_ratio: float = 0.75):
+    ``predict_ratio`` (CrossMAE's ``kept_mask_ratio``, a fraction of *all* tokens) keeps a
+    uniform random subset of the masked tokens as targets; ``None`` predicts every masked
+    token (MAE). The rest are masked but unused.
+    """
+
+    def __init__(self, grid: tuple[int, int], mask_ratio: float = 0.75,
+                 predict_ratio: float | None = None):
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask.mask_ratio={mask_ratio} must lie in (0, 1)")
         self.grid = (int(grid[0]), int(grid[1]))
@@ -324,11 +330,20 @@ class RandomMaskGenerator:
         if not 0 < self.n_context < n:
             raise ValueError(f"mask.mask_ratio={mask_ratio} leaves {self.n_context} of {n} "
                              f"tokens visible on a {grid[0]}x{grid[1]} grid; need 1..{n - 1}")
+        self.n_predict = n - self.n_context
+        if predict_ratio is not None:
+            if not 0.0 < predict_ratio <= mask_ratio:
+                raise ValueError(f"mask.predict_ratio={predict_ratio} must lie in (0, mask_ratio="
+                                 f"{mask_ratio}] (a fraction of all tokens), or be null to predict all")
+            # CrossMAE: the tokens left after len_keep and int(L * (mask_ratio - kept_mask_ratio))
+            self.n_predict = n - self.n_context - int(n * (mask_ratio - predict_ratio))
+            if self.n_predict < 1:
+                raise ValueError(f"mask.predict_ratio={predict_ratio} predicts no token of {n}; raise it")
 
     def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> Masks:
         order = torch.rand(batch_size, self.grid[0] * self.grid[1], generator=generator).argsort(1)
         context = order[:, :self.n_context].sort(dim=1).values
-        masked = order[:, self.n_context:].sort(dim=1).values
+        masked = order[:, self.n_context:self.n_context + self.n_predict].sort(dim=1).values
         return Masks(context, masked.unsqueeze(0))
 
 
@@ -341,7 +356,7 @@ def build_mask_generator(mask_cfg, grid: tuple[int, int]) -> MaskGenerator:
     if name not in ("ijepa", "bootleg", "random"):
         raise ValueError(f"mask.generator={name!r}; choose 'ijepa', 'bootleg' or 'random'")
     if name == "random":
-        return RandomMaskGenerator(grid, mask_cfg["mask_ratio"])
+        return RandomMaskGenerator(grid, mask_cfg["mask_ratio"], mask_cfg.get("predict_ratio"))
     common = dict(grid=grid, npred=mask_cfg["npred"], pred_scale=tuple(mask_cfg["pred_scale"]),
                   aspect=tuple(mask_cfg["aspect"]), allow_overlap=mask_cfg["allow_overlap"])
     if name == "ijepa":
@@ -358,15 +373,19 @@ class MaskCollator:
     """Collates ``(image, label)`` samples into ``{"images", "context", "targets"}``.
 
     Labels are dropped (self-supervised). Masks use the global torch RNG, which the
-    training loop seeds per collate call, unless a generator is passed.
+    training loop seeds per collate call, unless a generator is passed. With ``clones`` > 1
+    (data2vec 2.0's ``clone_batch``) each image gets that many independent masks: rows
+    ``i * clones .. (i + 1) * clones - 1`` of ``context``/``targets`` belong to image ``i``.
     """
 
-    def __init__(self, mask_generator: MaskGenerator):
-        self.mask_generator = mask_generator
+    def __init__(self, mask_generator: MaskGenerator, clones: int = 1):
+        if int(clones) < 1:
+            raise ValueError(f"mask.clones={clones} must be >= 1 (masks per image)")
+        self.mask_generator, self.clones = mask_generator, int(clones)
 
     def __call__(self, samples, generator: torch.Generator | None = None) -> dict:
         images = default_collate([s[0] for s in samples])
-        masks = self.mask_generator(len(samples), generator)
+        masks = self.mask_generator(len(samples) * self.clones, generator)
         return {"images": images, "context": masks.context, "targets": masks.targets}
 
 

@@ -9,7 +9,14 @@ the masks (collator) and the targets:
 * Bootleg: the EMA teacher's hidden states of K blocks, each normalised, concatenated
   along channels (the predictor outputs K*D channels), MSE;
 * MAE: per-patch pixels (``targets=pixels``), MAE-EMA: a teacher hidden layer instead of
-  (``hidden``) or in addition to (``pixels+hidden``) the pixels (paper Figs. 2-3).
+  (``hidden``) or in addition to (``pixels+hidden``) the pixels (paper Figs. 2-3);
+* CrossMAE (main-table baseline): MAE's pixel targets read by a cross-attention decoder
+  (``predictor.kind=cross``, ``bootleg.decoders``) that may predict a subset of the masked
+  tokens (``mask.predict_ratio``) from a mix of encoder layers;
+* data2vec 2.0 (main-table baseline): the mean of the teacher's top-K instance-normed FFN
+  outputs, layer-normed (``target_source=ffn``, ``target_post_norm=layer``), regressed by a
+  convolutional decoder (``predictor.kind=conv``), with several masks per image sharing
+  one teacher pass (``mask.clones``).
 
 MAE's "all masked tokens in one decoder pass" is the predictor with a single target
 block that holds every masked position.
@@ -26,6 +33,7 @@ from timm.layers import LayerNorm
 from timm.models.vision_transformer import Block
 from torchvision.transforms import v2
 
+from bootleg.decoders import PREDICTOR_KINDS, ConvDecoder, CrossDecoder, resolve_mix_layers
 from bootleg.loss import layer_weights, layerwise_loss, normalize_target, pixel_targets
 from bootleg.masks import MaskCollator, build_mask_generator
 from common.data import STATS, TransformedDataset, flip, get_dataset, normalize, random_resized_crop
@@ -34,6 +42,7 @@ from common.optim import param_groups as weight_decay_groups
 from common.vit import ViT, sincos_pos_embed_2d
 
 TARGET_KINDS = ("hidden", "pixels", "pixels+hidden")
+TARGET_SOURCES = ("residual", "ffn")
 EVAL_ENCODERS = {"teacher": "teacher", "target": "teacher", "student": "student",
                  "context": "student"}
 FINAL = "final"
@@ -74,6 +83,8 @@ class Predictor(nn.Module):
     blocks, and only the mask-token outputs are projected to ``out_dim`` channels.
     """
 
+    encoder_layers = None  # reads the final normed student output
+
     def __init__(self, embed_dim: int, grid: tuple[int, int], out_dim: int, width: int = 384,
                  depth: int = 6, num_heads: int = 6, mlp_ratio: float = 4.0):
         super().__init__()
@@ -106,19 +117,23 @@ def resolve_target_layers(spec, depth: int, include_final: bool = False) -> list
     """Target list from ``method.target_layers``: 1-indexed blocks and/or ``final``.
 
     ``spec`` is a list (or one entry) of: a block number, ``final`` (the final-norm output,
-    I-JEPA's target), ``all`` (every block) or ``even:K`` (K evenly spaced blocks ending at
-    the last one: ``even:4`` = 3, 6, 9, 12 at depth 12; every block when the encoder has
-    fewer than K, so one default serves every model size).
+    I-JEPA's target), ``all`` (every block), ``even:K`` (K evenly spaced blocks ending at
+    the last one: ``even:4`` = 3, 6, 9, 12 at depth 12) or ``top:K`` (the last K blocks,
+    data2vec's ``average_top_k_layers``); both give every block when the encoder has fewer
+    than K, so one default serves every model size.
     """
     entries = [spec] if isinstance(spec, (str, int)) else list(spec)
     layers = []
     for entry in entries:
-        if isinstance(entry, str) and entry.startswith("even:"):
+        if isinstance(entry, str) and entry.startswith(("even:", "top:")):
             k = int(entry.split(":", 1)[1])
             if k < 1:
                 raise ValueError(f"method.target_layers: {entry!r} needs K >= 1")
             k = min(k, depth)
-            layers += [round(depth * i / k) for i in range(1, k + 1)]
+            if entry.startswith("even:"):
+                layers += [round(depth * i / k) for i in range(1, k + 1)]
+            else:
+                layers += list(range(depth - k + 1, depth + 1))
         elif entry == "all":
             layers += list(range(1, depth + 1))
         elif entry == FINAL or (isinstance(entry, int) and 1 <= entry <= depth):
@@ -126,7 +141,7 @@ def resolve_target_layers(spec, depth: int, include_final: bool = False) -> list
         else:
             raise ValueError(
                 f"method.target_layers: {entry!r} is not a block of the depth-{depth} encoder; "
-                f"use 1-indexed blocks 1..{depth}, 'final', 'all' or 'even:K'")
+                f"use 1-indexed blocks 1..{depth}, 'final', 'all', 'even:K' or 'top:K'")
     if include_final and FINAL not in layers:
         layers.append(FINAL)
     if len(set(layers)) != len(layers):
@@ -137,30 +152,55 @@ def resolve_target_layers(spec, depth: int, include_final: bool = False) -> list
 class HiddenTargets(nn.Module):
     """Teacher features at every position: ``[B, N, K*D]`` (concat) or ``[B, N, D]`` (mean).
 
-    Block ``i`` is the residual stream after block i; the last block is taken before the
-    final norm unless ``last_layer_source=post_norm``; ``final`` is the final-norm output
-    (I-JEPA's target). Each layer is normalised on its own before combining.
+    Block ``i`` is, with ``source=residual``, the residual stream after block i (the last
+    block taken before the final norm unless ``last_layer_source=post_norm``), and with
+    ``source=ffn`` the output of its MLP before the residual add (data2vec 2.0's
+    ``end_of_block_targets=false``); ``final`` is the final-norm output (I-JEPA's target).
+    Each layer is normalised on its own before combining; ``post_norm`` normalises the
+    combination (data2vec 2.0's ``layer_norm_targets``).
     """
 
-    def __init__(self, layers: list, depth: int, norm: str, combine: str, last_layer_source: str):
+    def __init__(self, layers: list, depth: int, norm: str, combine: str, last_layer_source: str,
+                 source: str = "residual", post_norm: str = "none"):
         super().__init__()
         if combine not in ("concat", "mean"):
             raise ValueError(f"method.target_combine={combine!r}; choose 'concat' or 'mean'")
         if last_layer_source not in ("pre_norm", "post_norm"):
             raise ValueError(f"method.last_layer_source={last_layer_source!r}; "
                              f"choose 'pre_norm' or 'post_norm'")
-        normalize_target(torch.zeros(1, 2, 2), norm)  # rejects an unknown mode now, not mid-run
+        if source not in TARGET_SOURCES:
+            raise ValueError(f"method.target_source={source!r}; choose one of {TARGET_SOURCES}")
+        if source == "ffn" and FINAL in layers:
+            raise ValueError("method.target_source=ffn reads block MLP outputs; 'final' is not a "
+                             "block: drop it from method.target_layers (and include_final_output)")
+        for mode in (norm, post_norm):  # rejects an unknown mode now, not mid-run
+            normalize_target(torch.zeros(1, 2, 2), mode)
         self.layers, self.depth, self.norm = layers, depth, norm
         self.combine, self.last_layer_source = combine, last_layer_source
+        self.source, self.post_norm = source, post_norm
 
     @property
     def n_outputs(self) -> int:
         return len(self.layers) if self.combine == "concat" else 1
 
-    @torch.no_grad()
-    def forward(self, teacher: ViT, images: torch.Tensor) -> torch.Tensor:
+    def _ffn_outputs(self, teacher: ViT, images: torch.Tensor) -> dict[int, torch.Tensor]:
+        captured: dict[int, torch.Tensor] = {}
+        handles = [teacher.blocks[layer - 1].mlp.register_forward_hook(
+            lambda _m, _inp, out, layer=layer: captured.__setitem__(layer, out))
+            for layer in self.layers]
+        try:
+            teacher(images)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
+
+    def _layer_features(self, teacher: ViT, images: torch.Tensor) -> list[torch.Tensor]:
+        P = teacher.num_prefix_tokens
+        if self.source == "ffn":
+            ffn = self._ffn_outputs(teacher, images)
+            return [ffn[layer][:, P:] for layer in self.layers]
         out = teacher(images, layers=[l for l in self.layers if l != FINAL], norm_layers=False)
-        P = out.num_prefix_tokens
         feats = []
         for layer in self.layers:
             if layer == FINAL:
@@ -169,10 +209,15 @@ class HiddenTargets(nn.Module):
                 h = out.hidden[layer][:, P:]
                 if layer == self.depth and self.last_layer_source == "post_norm":
                     h = teacher.norm(h)
-            feats.append(normalize_target(h, self.norm))
+            feats.append(h)
+        return feats
+
+    @torch.no_grad()
+    def forward(self, teacher: ViT, images: torch.Tensor) -> torch.Tensor:
+        feats = [normalize_target(h, self.norm) for h in self._layer_features(teacher, images)]
         if self.combine == "mean":
-            return torch.stack(feats).mean(0)
-        return torch.cat(feats, dim=-1)
+            return normalize_target(torch.stack(feats).mean(0), self.post_norm)
+        return normalize_target(torch.cat(feats, dim=-1), self.post_norm)
 
 
 # ----------------------------------------------------------------------------- method
@@ -201,21 +246,36 @@ class MaskedPrediction(nn.Module):
         return momentum_schedule(step, self.total_steps, float(start), float(end), kind="linear")
 
     # -- protocol of common.train
+    def encode(self, images: torch.Tensor, context: torch.Tensor):
+        """What the predictor reads: the final normed context tokens, or the raw residual
+        streams of the layers a feature-mixing decoder names."""
+        layers = self.predictor.encoder_layers
+        if layers is None:
+            return self.student(images, keep=context).patches
+        out = self.student(images, keep=context, layers=layers, norm_layers=False)
+        return [out.hidden[layer][:, out.num_prefix_tokens:] for layer in layers]
+
     def training_step(self, batch: dict, step: int) -> dict:
         images, context, targets = batch["images"], batch["context"], batch["targets"]
-        z = self.student(images, keep=context).patches
-        pred = self.predictor(z, context, targets)
+        # mask.clones > 1 (data2vec 2.0's multi-mask): several masks per image, one teacher pass
+        clones = context.shape[0] // images.shape[0]
+        if clones * images.shape[0] != context.shape[0]:
+            raise ValueError(f"{context.shape[0]} masks for {images.shape[0]} images: "
+                             f"expected a whole number of masks per image (mask.clones)")
+        student_images = images.repeat_interleave(clones, 0) if clones > 1 else images
+        pred = self.predictor(self.encode(student_images, context), context, targets)
         logs, total = {}, 0.0
         if self.use_pixels:
             n_pix = self.student.patch_size ** 2 * self.student.in_chans
-            pix = gather_tokens(pixel_targets(images, self.student.patch_size,
+            pix = gather_tokens(pixel_targets(student_images, self.student.patch_size,
                                               self.cfg.norm_pix_loss), targets)
             loss_pix, _ = layerwise_loss(pred[..., :n_pix], pix, torch.ones(1), self.cfg.pixel_loss)
             total = total + float(self.cfg.pixel_weight) * loss_pix
             logs["loss_pixels"] = loss_pix.detach()
             pred = pred[..., n_pix:]
         if self.hidden_targets is not None:
-            y = gather_tokens(self.hidden_targets(self.teacher, images), targets)
+            y = self.hidden_targets(self.teacher, images)
+            y = gather_tokens(y.repeat_interleave(clones, 0) if clones > 1 else y, targets)
             loss_hidden, per_layer = layerwise_loss(pred, y, self.layer_weights, self.cfg.loss,
                                                     float(self.cfg.smooth_l1_beta))
             total = total + loss_hidden
@@ -242,8 +302,27 @@ class MaskedPrediction(nn.Module):
         return {**self.meta, "encoder": self.eval_encoder}
 
 
+def build_predictor(p, student: ViT, out_dim: int) -> nn.Module:
+    """I-JEPA's predictor (also MAE's decoder), CrossMAE's or data2vec 2.0's decoder."""
+    if p.kind not in PREDICTOR_KINDS:
+        raise ValueError(f"predictor.kind={p.kind!r}; choose one of {PREDICTOR_KINDS}")
+    shape = dict(embed_dim=student.embed_dim, grid=student.grid_size, out_dim=out_dim,
+                 width=p.width, depth=p.depth)
+    heads = p.num_heads or student.num_heads
+    if p.kind == "cross":
+        layers = (resolve_mix_layers(p.mix_layers, student.depth, p.mix_input)
+                  if p.feature_mix else None)
+        return CrossDecoder(**shape, num_heads=heads, self_attn=p.self_attn, encoder_layers=layers)
+    if p.kind == "conv":
+        return ConvDecoder(**shape, kernel=p.kernel, groups=p.groups, noise_std=p.noise_std)
+    return Predictor(**shape, num_heads=heads)
+
+
 def build_method(cfg, total_steps: int) -> MaskedPrediction:
     m = cfg.method
+    if int(cfg.mask.clones) > 1 and int(cfg.optim.accum_steps) > 1:
+        raise ValueError(f"mask.clones={cfg.mask.clones} with optim.accum_steps={cfg.optim.accum_steps}: "
+                         f"micro-batches would split images and their masks apart; use accum_steps=1")
     if m.targets not in TARGET_KINDS:
         raise ValueError(f"method.targets={m.targets!r}; choose one of {TARGET_KINDS}")
     eval_encoder = cfg.eval.encoder
@@ -261,14 +340,12 @@ def build_method(cfg, total_steps: int) -> MaskedPrediction:
     if "hidden" in m.targets:
         layers = resolve_target_layers(m.target_layers, student.depth, m.include_final_output)
         hidden = HiddenTargets(layers, student.depth, m.target_norm, m.target_combine,
-                               m.last_layer_source)
+                               m.last_layer_source, m.target_source, m.target_post_norm)
         out_dim += hidden.n_outputs * student.embed_dim
     elif EVAL_ENCODERS[eval_encoder] == "teacher":
         raise ValueError(f"eval.encoder={eval_encoder!r} but method.targets={m.targets!r} "
                          f"has no EMA teacher; use eval.encoder=student")
-    p = cfg.predictor
-    predictor = Predictor(student.embed_dim, student.grid_size, out_dim, width=p.width,
-                          depth=p.depth, num_heads=p.num_heads or student.num_heads)
+    predictor = build_predictor(cfg.predictor, student, out_dim)
     mean, std = STATS[cfg.data.norm_stats]
     meta = {"feature": "avgpool", "img_size": cfg.data.img_size, "in_chans": student.in_chans,
             "mean": list(mean), "std": list(std)}
@@ -284,5 +361,5 @@ def build_train_data(cfg):
         steps.append(flip())
     steps.append(normalize(d.norm_stats, channels=cfg.model.in_chans))
     grid = (d.img_size // cfg.model.patch_size,) * 2
-    collate = MaskCollator(build_mask_generator(cfg.mask, grid))
+    collate = MaskCollator(build_mask_generator(cfg.mask, grid), clones=cfg.mask.clones)
     return TransformedDataset(dataset, v2.Compose(steps)), collate
