@@ -16,11 +16,14 @@ from pathlib import Path
 from common.config import load_config
 
 PROTOCOLS = {"knn": "k-NN top-1", "linear": "linear top-1", "attentive": "attentive top-1"}
-METHOD_NAMES = {"bootleg": "Bootleg", "ijepa": "I-JEPA", "mae": "MAE", "mae_ema": "MAE-EMA"}
+METHOD_NAMES = {"bootleg": "Bootleg", "ijepa": "I-JEPA", "mae": "MAE", "mae_ema": "MAE-EMA",
+                "crossmae": "CrossMAE", "data2vec": "data2vec 2.0"}
 
 # Published numbers our text holds. The Bootleg paper's tables are not in our copy (only its
-# abstract: "+10% over I-JEPA" on IN-1k and iNat21), so the only values are I-JEPA's own
-# IN-1k linear-probe numbers (Assran et al. 2023, Table 1), keyed by (method, model).
+# abstract: "+10% over I-JEPA" on IN-1k and iNat21, and the main table's header naming MAE,
+# CrossMAE, data2vec 2.0, I-JEPA and Bootleg), so the only values are I-JEPA's own IN-1k
+# linear-probe numbers (Assran et al. 2023, Table 1), keyed by (method, model); the CrossMAE
+# and data2vec 2.0 rows (ViT-S/16) have none: that paper lists data2vec 1.0 at ViT-L only.
 PAPER_LINEAR_IN1K = {("ijepa", "vit_b16"): "72.9 (I-JEPA paper, 600 ep)",
                      ("ijepa", "vit_l16"): "77.5 (I-JEPA paper, 600 ep)",
                      ("mae", "vit_b16"): "68.0 (I-JEPA paper, MAE 1600 ep)",

@@ -12,13 +12,13 @@ from eval.api import evaluate
 STEPS = 20  # 100 images / batch 20 x 4 epochs
 
 
-@pytest.mark.parametrize("method", ["bootleg", "ijepa", "mae", "mae_ema"])
+@pytest.mark.parametrize("method", ["bootleg", "ijepa", "mae", "mae_ema", "crossmae", "data2vec"])
 def test_smoke_pretraining_lowers_the_loss_and_exports_an_evaluable_encoder(method, tmp_path):
     torch.set_num_threads(1)  # tiny matrices: threads only add synchronisation
     overrides = ["scale=smoke", f"method={method}", f"run_name=smoke-{method}",
                  f"train.out_root={tmp_path}", "data.train_subset=100", "data.batch_size=20",
                  "train.epochs=4", "optim.lr=2e-3", "train.progress=false"]
-    if method == "mae":
+    if method in ("mae", "crossmae"):
         # per-patch normalised pixels barely move in 20 steps; raw pixels show learning
         overrides.append("method.norm_pix_loss=false")
     cfg = load_config("bootleg", overrides)
@@ -41,7 +41,7 @@ def test_smoke_pretraining_lowers_the_loss_and_exports_an_evaluable_encoder(meth
 
     encoder, meta, _ = load_encoder(summary["encoder"])
     assert meta["method"] == method and meta["feature"] == "avgpool"
-    assert meta["encoder"] == ("student" if method == "mae" else "teacher")
+    assert meta["encoder"] == ("student" if method in ("mae", "crossmae") else "teacher")
     assert encoder.num_prefix_tokens == 0 and encoder.grid_size == (7, 7)
     records = evaluate(summary["encoder"], "knn",
                        {"train_subset": 100, "val_subset": 50, "knn": {"k": [5], "report_k": 5},
