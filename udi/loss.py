@@ -14,6 +14,13 @@ average (momentum 0.9) of the *un-centred* teacher logits of each batch.
     ``t* = alpha * mean_valid(teacher patch logits in view u) + (1 - alpha) * teacher cls(u)``,
     for each teacher global ``u`` other than the view itself (22 pairs);
   - ``L = w_cls L_cls + w_cls+ L_cls+ + w_patch L_patch`` with ``w = 1/3`` each.
+* ``local_patch`` (``method.local_patch_loss``; off in the official run): ``L_patch`` also
+  pairs every student local SRS sample with the teacher's SRS output at its projection in
+  each global that contains it; one mean over all valid (student sample, teacher view) slots,
+  globals and locals pooled [inferred: the official code builds the local outputs but never
+  uses them].
+* ``info_nce`` (Table 15, "InfoNCE + DINO"): SimCLR's NT-Xent between the two global views,
+  mixed as ``(1 - lambda) L + lambda L_InfoNCE`` by ``udi.model``.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import dist
 from common.dist import all_reduce_mean
 
 CENTER_NAMES = ("cls", "mm", "patch")
@@ -86,6 +94,28 @@ def pairwise_view_loss(student: torch.Tensor, targets: torch.Tensor, student_tem
     return torch.stack(terms).mean()
 
 
+def info_nce(view0: torch.Tensor, view1: torch.Tensor, temperature: float, world=dist) -> torch.Tensor:
+    """SimCLR's NT-Xent over the ``2N`` embeddings of both views gathered from every process.
+
+    ``view0`` / ``view1`` ``[B, d]`` are this process's embeddings of the same B images.  Each
+    embedding is scored (cosine / ``temperature``) against every gathered embedding but itself;
+    the positive is the other view of its image.  Mean over the ``2B`` local rows.
+    """
+    if view0.shape != view1.shape:
+        raise ValueError(f"InfoNCE views differ in shape: {tuple(view0.shape)} vs {tuple(view1.shape)}")
+    B = view0.shape[0]
+    local = F.normalize(torch.cat([view0, view1]), dim=-1)  # [2B, d], view-major
+    # every process contributes [view0; view1]: key row r * 2B + v * B + b
+    keys = F.normalize(world.all_gather_with_grad(torch.cat([view0, view1])), dim=-1)
+    logits = local @ keys.t() / temperature  # [2B, 2WB]
+    offset = world.rank() * 2 * B
+    rows = torch.arange(2 * B, device=logits.device)
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[rows, rows + offset] = True
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    return F.cross_entropy(logits, (rows + B) % (2 * B) + offset)
+
+
 @dataclass
 class TeacherPatchLogits:
     """Teacher SRS logits the UDI loss needs (see ``udi.model``).
@@ -95,7 +125,10 @@ class TeacherPatchLogits:
     (the per-sample logits would not fit in memory at paper scale): ``local_sum``
     ``[n, 2, B, K]`` is the sum over the valid samples of local ``k`` projected into global
     ``v`` and ``local_count`` ``[n, 2, B]`` their number; ``local_prob_sum`` the same sum of the
-    sharpened, centred probabilities (only for ``blend_space="prob"``).
+    sharpened, centred probabilities (only for ``blend_space="prob"``).  For the local patch
+    loss, ``local_targets`` ``[n, B, Ml, K]`` sums over the two globals the sharpened, centred
+    probabilities of each local sample's valid projections, and ``local_target_count``
+    ``[n, B, Ml]`` counts them (0, 1 or 2).
     """
 
     global_logits: torch.Tensor
@@ -103,6 +136,8 @@ class TeacherPatchLogits:
     local_sum: torch.Tensor | None = None
     local_count: torch.Tensor | None = None
     local_prob_sum: torch.Tensor | None = None
+    local_targets: torch.Tensor | None = None
+    local_target_count: torch.Tensor | None = None
 
 
 class UDILoss(nn.Module):
@@ -112,8 +147,12 @@ class UDILoss(nn.Module):
 
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
                  alpha: float = 0.5, num_cls_tokens: int = 2, include_patch: bool = True,
-                 loss_weights: list[float] | None = None, blend_space: str = "logit"):
+                 loss_weights: list[float] | None = None, blend_space: str = "logit",
+                 local_patch: bool = False):
         super().__init__()
+        if local_patch and not include_patch:
+            raise ValueError("udi.local_patch_loss=true extends the patch term: set udi.include_patch=true")
+        self.local_patch = bool(local_patch)
         if blend_space not in BLEND_SPACES:
             raise ValueError(f"udi.blend_space must be one of {BLEND_SPACES}, got {blend_space!r}")
         self.blend_space = blend_space
@@ -162,11 +201,26 @@ class UDILoss(nn.Module):
             l_target = None if l_target is None else l_target / l_target.sum(-1, keepdim=True)
         return g_target, l_target
 
+    def patch_loss(self, student_patch: torch.Tensor, teacher_probs: torch.Tensor, teacher_patch: TeacherPatchLogits,
+                   student_local_patch: torch.Tensor | None) -> torch.Tensor:
+        """Mean cross-entropy over the valid (student sample, teacher view) slots."""
+        valid = teacher_patch.global_valid.to(student_patch.dtype)
+        total = (cross_entropy(teacher_probs, student_patch, self.student_temp) * valid).sum()
+        count = valid.sum()
+        if self.local_patch and teacher_patch.local_targets is not None:
+            # the target sums both teacher views' probabilities, so one cross-entropy per
+            # student sample counts each of its valid (sample, view) slots
+            total = total + cross_entropy(teacher_patch.local_targets, student_local_patch, self.student_temp).sum()
+            count = count + teacher_patch.local_target_count.sum()
+        return total / count.clamp(min=1.0)
+
     def forward(self, student_cls: torch.Tensor, teacher_cls: torch.Tensor, teacher_temp: float,
                 student_cls_plus: torch.Tensor | None = None, student_patch: torch.Tensor | None = None,
-                teacher_patch: TeacherPatchLogits | None = None) -> dict:
+                teacher_patch: TeacherPatchLogits | None = None,
+                student_local_patch: torch.Tensor | None = None) -> dict:
         """``student_cls`` / ``student_cls_plus`` ``[2 + n, B, K]``; ``teacher_cls [2, B, K]``;
-        ``student_patch [2, B, Mg, K]`` (student global v's samples)."""
+        ``student_patch [2, B, Mg, K]`` (student global v's samples); ``student_local_patch
+        [n, B, Ml, K]`` (local k's samples, with ``local_patch``)."""
         tau_s = self.student_temp
 
         def sharpen(logits: torch.Tensor, center: str) -> torch.Tensor:
@@ -177,8 +231,8 @@ class UDILoss(nn.Module):
         self.centers.stage("cls", teacher_cls.flatten(0, 1).mean(0))
         if "patch" in self.terms:
             valid = teacher_patch.global_valid.to(student_patch.dtype)
-            per_slot = cross_entropy(sharpen(teacher_patch.global_logits, "patch"), student_patch, tau_s)
-            losses["patch"] = (per_slot * valid).sum() / valid.sum().clamp(min=1.0)
+            losses["patch"] = self.patch_loss(student_patch, sharpen(teacher_patch.global_logits, "patch"),
+                                              teacher_patch, student_local_patch)
             out["patch_valid_frac"] = float(valid.mean())
             patch_sum = (teacher_patch.global_logits * valid.unsqueeze(-1)).sum((0, 1, 2))
             patch_count = valid.sum()

@@ -15,6 +15,12 @@ reproduces the official code, which runs the teacher backbone a second time for 
 queries (identical output, used by the benchmark).  The teacher's local patch logits are
 reduced to per-(local, global) sums chunk by chunk, so the 65536-way logits of all local
 samples never exist at once.
+
+Two switches of the objective (``udi.loss``): ``method.local_patch_loss`` adds the student's
+local SRS samples to the patch term (each against the teacher at its projections in both
+globals); ``method.infonce_weight`` (lambda, Table 15) mixes SimCLR's InfoNCE between the two
+global views into the objective, ``(1 - lambda) L + lambda L_InfoNCE``, on the student's
+L2-normalised head bottleneck of the regular class token [inferred: the paper's Eq. 12 is lost].
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from common.optim import param_groups_weight_decay
 from common.vit import ViT
 from udi.crops import OverlapMultiCrop, udi_photometric
 from udi.heads import DINOHead, SRSAttention
-from udi.loss import TeacherPatchLogits, UDILoss, check_alpha
+from udi.loss import TeacherPatchLogits, UDILoss, check_alpha, info_nce
 from udi.srs import check_window, srs_maps
 
 __all__ = ["SelfDistillation", "MultiCropCollate", "build_method", "build_train_data", "teacher_temperature"]
@@ -79,6 +85,13 @@ class SelfDistillation(nn.Module):
         if int(crop.n_local) > 0 and not bool(cfg.model.dynamic_img_size):
             raise ValueError("local crops have another resolution than the globals: set model.dynamic_img_size=true")
         check_alpha(float(m.blend_alpha))
+        self.local_patch = bool(m.local_patch_loss)
+        self.infonce_weight, self.infonce_temp = float(m.infonce_weight), float(m.infonce_temp)
+        if not 0.0 <= self.infonce_weight <= 1.0:
+            raise ValueError(f"method.infonce_weight={m.infonce_weight} must lie in [0, 1] (0 = no InfoNCE, "
+                             f"1 = InfoNCE only)")
+        if self.infonce_temp <= 0:
+            raise ValueError(f"method.infonce_temp={m.infonce_temp} must be > 0")
         self.total_steps = int(total_steps)
         self.steps_per_epoch = max(1, self.total_steps // int(cfg.train.epochs))
         self.m = OmegaConf.to_container(m, resolve=True)
@@ -98,7 +111,8 @@ class SelfDistillation(nn.Module):
         self.teacher.requires_grad_(False)
         self.loss = UDILoss(int(m.out_dim), float(m.student_temp), float(m.center_momentum), float(m.blend_alpha),
                             self.num_cls_tokens, self.include_patch,
-                            None if m.loss_weights is None else list(m.loss_weights), str(m.blend_space))
+                            None if m.loss_weights is None else list(m.loss_weights), str(m.blend_space),
+                            self.local_patch)
 
     def _branch(self, cfg: DictConfig, arch: dict) -> Branch:
         m = cfg.method
@@ -132,10 +146,21 @@ class SelfDistillation(nn.Module):
         B = batch["global_crops"].shape[0]
         cls_g, patches = s.encode(g, raw_patches=self.include_patch)
         cls_all = [cls_g]
+        out = {}
         if "local_crops" in batch:
-            cls_all.append(s.encode(self._view_major(batch["local_crops"]), raw_patches=False)[0])
+            local_patch = self.local_patch
+            cls_l, patches_l = s.encode(self._view_major(batch["local_crops"]), raw_patches=local_patch)
+            cls_all.append(cls_l)
+            if local_patch:
+                src = self._view_major(batch["local_src"]).unsqueeze(-1)  # [nB, Ml, 1]
+                z = s.srs(patches_l, src, torch.ones_like(src, dtype=patches_l.dtype))
+                out["patch_local"] = s.head("patch")(z).unflatten(0, (-1, B))  # [n, B, Ml, K]
         cls_all = torch.cat(cls_all)  # [(2 + n) B, n_cls, D]
-        out = {"cls": s.head("cls")(cls_all[:, 0]).unflatten(0, (-1, B))}
+        head = s.head("cls")
+        embedding = head.bottleneck(cls_all[:, 0])
+        out["cls"] = head.last_layer(embedding).unflatten(0, (-1, B))
+        if self.infonce_weight > 0:
+            out["cls_embedding"] = embedding[:2 * B].unflatten(0, (2, B))
         if self.num_cls_tokens == 2:
             out["cls_plus"] = s.head("cls_plus")(cls_all[:, 1]).unflatten(0, (-1, B))
         if self.include_patch:
@@ -144,21 +169,33 @@ class SelfDistillation(nn.Module):
             out["patch"] = s.head("patch")(z).unflatten(0, (2, B))  # [2 (student view), B, Mg, K]
         return out
 
-    def _local_sums(self, z: torch.Tensor, valid: torch.Tensor, teacher_temp: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _local_sums(self, z: torch.Tensor, valid: torch.Tensor, teacher_temp: float,
+                    fold: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Per-row sums over the valid samples of the teacher head's logits (and, for the
         probability-space blend, of its centred sharpened probabilities), computed in chunks
-        of about ``teacher_chunk_rows`` samples: ``z [R, M, D]`` -> ``[R, K]``."""
+        of about ``teacher_chunk_rows`` samples: ``z [R, M, D]`` -> ``[R, K]``.  With the local
+        patch loss, also the per-sample sharpened probabilities of the valid samples summed
+        over row blocks ``r`` and ``r + fold`` (the two teacher globals): ``[fold, M, K]``."""
         head = self.teacher.head("patch")
         rows_per_chunk = max(1, self.chunk_rows // z.shape[1])
         with_probs = self.loss.blend_space == "prob"
         sums, prob_sums = [], []
+        targets = None
+        start = 0
         for zc, vc in zip(z.split(rows_per_chunk), valid.split(rows_per_chunk)):
             logits, weight = head(zc), vc.unsqueeze(-1).to(zc.dtype)
             sums.append((logits * weight).sum(1))
+            if with_probs or self.local_patch:
+                probs = torch.softmax((logits - self.loss.centers["patch"]) / teacher_temp, dim=-1) * weight
             if with_probs:
-                probs = torch.softmax((logits - self.loss.centers["patch"]) / teacher_temp, dim=-1)
-                prob_sums.append((probs * weight).sum(1))
-        return torch.cat(sums), torch.cat(prob_sums) if with_probs else None
+                prob_sums.append(probs.sum(1))
+            if self.local_patch:
+                if targets is None:
+                    targets = probs.new_zeros(fold, *probs.shape[1:])
+                rows = torch.arange(start, start + zc.shape[0], device=zc.device) % fold
+                targets.index_add_(0, rows, probs)
+            start += zc.shape[0]
+        return torch.cat(sums), torch.cat(prob_sums) if with_probs else None, targets
 
     @torch.no_grad()
     def _teacher(self, batch: dict, teacher_temp: float) -> tuple[torch.Tensor, TeacherPatchLogits | None]:
@@ -190,19 +227,28 @@ class SelfDistillation(nn.Module):
         patch = TeacherPatchLogits(global_logits, batch["global_valid"].transpose(0, 1))
         if has_local:
             valid = batch["local_valid"].permute(2, 0, 1, 3)  # [2, B, n, Ml]
-            sums, prob_sums = self._local_sums(z_local.reshape(2 * B * n, Ml, -1), valid.reshape(2 * B * n, Ml),
-                                               teacher_temp)
+            sums, prob_sums, targets = self._local_sums(z_local.reshape(2 * B * n, Ml, -1),
+                                                        valid.reshape(2 * B * n, Ml), teacher_temp, fold=B * n)
             patch.local_sum = sums.reshape(2, B, n, -1).permute(2, 0, 1, 3)  # [n, 2, B, K]
             if prob_sums is not None:
                 patch.local_prob_sum = prob_sums.reshape(2, B, n, -1).permute(2, 0, 1, 3)
             patch.local_count = valid.sum(-1).permute(2, 0, 1).to(sums.dtype)  # [n, 2, B]
+            if targets is not None:  # rows (b, k) -> [n, B, Ml, K]
+                patch.local_targets = targets.reshape(B, n, Ml, -1).transpose(0, 1)
+                patch.local_target_count = valid.sum(0).transpose(0, 1).to(sums.dtype)  # [n, B, Ml]
         return teacher_cls, patch
 
     def training_step(self, batch: dict, step: int) -> dict:
         tau = self.teacher_temp(step)
         student = self._student(batch)
         teacher_cls, teacher_patch = self._teacher(batch, tau)
-        out = self.loss(student["cls"], teacher_cls, tau, student.get("cls_plus"), student.get("patch"), teacher_patch)
+        out = self.loss(student["cls"], teacher_cls, tau, student.get("cls_plus"), student.get("patch"), teacher_patch,
+                        student.get("patch_local"))
+        if self.infonce_weight > 0:
+            contrastive = info_nce(*student["cls_embedding"], self.infonce_temp)
+            out["loss_self_distillation"] = out["loss"].detach()
+            out["loss_infonce"] = contrastive.detach()
+            out["loss"] = (1 - self.infonce_weight) * out["loss"] + self.infonce_weight * contrastive
         out["teacher_temp"] = tau
         return out
 

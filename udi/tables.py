@@ -33,7 +33,9 @@ PAPER_IN1K = {
 PAPER_ABLATIONS = {
     "ablation_window": {"window1": 75.5, "window2": 76.2, "window3": 76.3, "window4": 75.9},
     "ablation_alpha": {"alpha0.1": 75.9, "alpha0.5": 76.3},
-    "ablation_objective": {"mm_weight0": 75.8, "mm_weight0.5": 76.2, "mm_weight1": 76.3},
+    "ablation_objective": {"mm_weight0": 75.8, "mm_weight0.5": 76.2, "mm_weight1": 76.3, "local_patch": None},
+    # Table 15: DINO + lambda InfoNCE; the second ratio's label is lost (0.25 inferred)
+    "ablation_infonce": {"infonce0": 74.5, "infonce0.25": 75.1, "infonce0.5": 75.3, "infonce1": 71.9},
 }
 PAPER_ABLATION_KNN = {"ablation_objective": {"mm_weight0": 73.0, "mm_weight0.5": 74.1, "mm_weight1": 74.9}}
 
