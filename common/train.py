@@ -376,14 +376,17 @@ def train(cfg: DictConfig) -> dict:
     if bar is not None:
         bar.close()
 
+    # The commit lives here and in the result records, never in encoder.pt: the encoder's bytes
+    # depend only on what was computed, so a rebuild at a later commit gives the same sha256.
     summary = {"run_dir": str(run_dir), "steps": step, "config_hash": digest,
                "train_time_s": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(),
-               "hardware": hardware(), "world_size": dist.world_size()}
-    if previous:  # re-export only: the training cost is the original one
-        summary.update({k: previous[k] for k in ("train_time_s", "peak_memory_mb", "hardware")})
+               "hardware": hardware(), "world_size": dist.world_size(), "git_commit": git_commit()}
+    if previous:  # re-export only: the training cost and commit are the original ones
+        summary.update({k: previous[k] for k in ("train_time_s", "peak_memory_mb", "hardware", "git_commit")
+                        if k in previous})
     if main:
         meta = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
-                "config_hash": digest, "git_commit": git_commit(), "step": step,
+                "config_hash": digest, "step": step,
                 **(method.export_meta() if hasattr(method, "export_meta") else {})}
         summary["encoder"] = str(run_dir / "encoder.pt")
         summary["encoder_sha256"] = export_encoder(method.encoder_for_eval(), run_dir / "encoder.pt", meta)

@@ -51,7 +51,7 @@ def identity_of(ctx: EvalContext, cfg, run_info: dict | None) -> dict:
     ident = {"method": meta.get("method"), "paper": meta.get("paper"), "run": meta.get("run"),
              "table": cfg.table, "row": cfg.row, "checkpoint_sha256": ctx.encoder.sha256,
              "config_hash": meta.get("config_hash"), "encoder_kind": ctx.encoder.kind,
-             "eval_encoder": cfg.encoder}
+             "eval_encoder": cfg.encoder, "train_git_commit": meta.get("train_git_commit")}
     ident.update({k: v for k, v in (run_info or {}).items() if v is not None})
     return ident
 

@@ -112,5 +112,19 @@ def load(spec: str, data: str = "fashion_mnist", data_shape: tuple[int, int] | N
         meta.update(method="random", run=f"random-{_sha_of(json.dumps(arch, sort_keys=True))[:8]}")
         sha = _sha_of(json.dumps({"arch": arch, "seed": seed}, sort_keys=True))
         return EvalEncoder(model, meta, sha, "random", arch)
-    model, meta, sha = load_encoder(_encoder_file(Path(spec)))
-    return EvalEncoder(model, dict(meta), sha, "encoder", model.arch)
+    path = _encoder_file(Path(spec))
+    model, meta, sha = load_encoder(path)
+    return EvalEncoder(model, {**meta, **_training_provenance(path, sha)}, sha, "encoder", model.arch)
+
+
+def _training_provenance(encoder_path: Path, sha256: str) -> dict:
+    """The training commit from the run's done.json (encoder.pt holds no commit, so that its
+    bytes do not change with the commit); nothing when done.json describes another file."""
+    done = encoder_path.with_name("done.json")
+    try:
+        summary = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return {}
+    if summary.get("encoder_sha256") != sha256 or not summary.get("git_commit"):
+        return {}
+    return {"train_git_commit": summary["git_commit"]}

@@ -98,13 +98,12 @@ def evaluate_classifier(model: nn.Module, ctx, batch_size: int) -> tuple[float, 
 
 def export_trained(ctx, model: Classifier, path: str, step: int, section_hash: str) -> tuple[str, str]:
     from common.checkpoint import export_encoder
-    from common.train import git_commit
 
     c = ctx.cfg.finetune
     meta = ctx.encoder.meta
     method = "supervised" if c.from_scratch else f"{meta.get('method', 'encoder')}-finetuned"
     new_meta = {"method": method, "paper": meta.get("paper"), "run": meta.get("run"),
-                "config_hash": section_hash, "git_commit": git_commit(), "step": step,
+                "config_hash": section_hash, "step": step,
                 "feature": "cls" if c.global_pool == "token" else "avgpool",
                 "img_size": ctx.train.preprocess.size, "in_chans": ctx.train.preprocess.in_chans,
                 "mean": ctx.train.preprocess.mean.flatten().tolist(), "std": ctx.train.preprocess.std.flatten().tolist(),

@@ -70,7 +70,8 @@ def zoo_entries(records: list[dict], runs_root: Path, results_root: Path = Path(
             "sha256": first["checkpoint_sha256"],
             "training_time_s": first.get("train_time_s"),
             "training_hardware": first.get("train_hardware") or first["hardware"],
-            "commit": first["git_commit"],
+            "commit": first["git_commit"],  # of the evaluation
+            "training_commit": first.get("train_git_commit"),  # from the run's done.json
             "dataset": first.get("dataset"),
             "results": results,
         })
