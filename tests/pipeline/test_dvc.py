@@ -2,51 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-DVC = BIN / "dvc"
-
-pytestmark = pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed in the test environment")
-
-
-def run(cmd, cwd, env, timeout=900):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def copy(tmp_path_factory):
-    """A git copy of the repository's tracked files with a one-run smoke pipeline."""
-    root = tmp_path_factory.mktemp("pipeline")
-    repo = root / "repo"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        src = REPO / name
-        if src.is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / name)
-    (repo / "params.yaml").write_text("scale: smoke\n")
-    (repo / "dvc_runs.yaml").write_text("runs:\n  bootleg:\n    paper: bootleg\n    extra_dep: bootleg/configs\n")
-    env = dict(os.environ)
-    # stage commands run `python`: the test's interpreter, importing the copy, not the checkout;
-    # a dead proxy makes any network access by dvc fail loudly instead of hanging.
-    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo), DVC_NO_ANALYTICS="",
-               http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", NO_PROXY="")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    run([*git, "init", "-q"], repo, env)
-    run([*git, "add", "-A"], repo, env)
-    run([*git, "commit", "-qm", "copy"], repo, env)
-    run([str(DVC), "remote", "add", "-f", "-d", "local", str(root / "remote")], repo, env)
-    return repo, env
+from dvc_copy import DVC, REPO, run
 
 
 def test_analytics_are_off_in_the_committed_config():
