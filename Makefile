@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup data demo test test-fast bench clean-venv
+.PHONY: setup data demo test test-fast restore bench clean-venv
 
 setup: $(STAMP) data
 
@@ -29,7 +29,12 @@ test: setup
 	$(PY) -m pytest -q -ra
 
 test-fast: setup
-	$(PY) -m pytest -q -ra -m "not slurm and not slow"
+	$(PY) -m pytest -q -ra -m "not slurm and not dvcremote and not slow"
+
+# The pinned DVC outputs: pulled from the default remote, or rebuilt with dvc repro where it is
+# missing (scripts/restore.py). `make restore STAGES=pretrain@bootleg` for one stage and its needs.
+restore: setup
+	$(PY) scripts/restore.py $(STAGES)
 
 bench: setup
 	$(PY) benchmarks/vit_throughput.py

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from common import dist
-from common.checkpoint import CheckpointManager, export_encoder
+from common.checkpoint import CheckpointManager, export_encoder, sha256_file
 from common.config import config_hash, save_run_config
 from common.data import ResumableDistributedSampler
 from common.optim import apply_schedule, build_optimizer, scaled_lr
@@ -294,6 +294,15 @@ def train(cfg: DictConfig) -> dict:
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
         log.info("resumed %s at step %d (epoch %d, batch %d)", path, step, epoch, batch_in_epoch)
+    elif previous:
+        # done.json without encoder.pt or any checkpoint (what a partial `dvc pull` leaves): its
+        # time, hardware and commit describe a training this one does not continue
+        if main:
+            orphan = done_file.with_name(f"done.orphaned.{sha256_file(done_file)[:12]}.json")
+            done_file.replace(orphan)
+            log.warning("%s has done.json but neither encoder.pt nor a checkpoint: training from scratch; "
+                        "the old summary is kept as %s", run_dir, orphan.name)
+        previous = None
 
     def save(next_epoch: int, next_batch: int) -> None:
         if not main:

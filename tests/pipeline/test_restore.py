@@ -1,0 +1,114 @@
+"""scripts/restore.py: the rebuild door where the DVC remote is missing, and run directories
+that a failed `dvc pull` leaves behind."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from common.config import load_config
+from common.train import run_dir_of, train
+from dvc_copy import DVC, GIT, REPO, run
+
+spec = importlib.util.spec_from_file_location("restore", REPO / "scripts/restore.py")
+restore = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(restore)
+
+ENCODER = "runs/bootleg/bootleg/encoder.pt"
+
+
+def record(path, **fields):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"protocol": path.stem, "metrics": {}, **fields}))
+
+
+def test_expected_times_come_from_the_records_of_the_current_config(tmp_path):
+    runs = {"r": {"paper": "p"}}
+    record(tmp_path / "p/r/knn.json", paper="p", run="r", config_hash="now", wall_time_s=5.0, train_time_s=70.0)
+    record(tmp_path / "p/r/linear.json", paper="p", run="r", config_hash="now", wall_time_s=7.0, train_time_s=70.0)
+    record(tmp_path / "cross/r/knn.json", paper="p", run="r", config_hash="now", wall_time_s=2.0)
+    record(tmp_path / "cross/r/mnist5k/knn.json", paper="p", run="r", config_hash="now", wall_time_s=1.0)
+    record(tmp_path / "cross/r/old.json", paper="p", run="r", config_hash="before", wall_time_s=100.0)
+    hashes = {"r": "now"}
+    assert restore.expected_seconds("pretrain@r", runs, "mini", tmp_path, hashes) == 70.0  # once per run
+    assert restore.expected_seconds("eval@r", runs, "mini", tmp_path, hashes) == 15.0
+    assert restore.expected_seconds("pretrain@r", runs, "mini", tmp_path, {"r": "changed"}) is None
+    assert restore.expected_seconds("tables", runs, "mini", tmp_path, hashes) is None
+    assert [restore.duration(s) for s in (None, 12.4, 63.5, 700.6)] == [
+        "no measured time", "expected ~12 s", "expected ~1 min", "expected ~12 min"]
+
+
+def test_stages_come_with_what_they_need_in_runnable_order():
+    pipeline = restore.Pipeline()
+    assert pipeline.closure(["floors"]) == ["data", "pretrain@bootleg", "floors"]
+    assert pipeline.closure(["pretrain@mini_hybrid_clip"]) == ["data", "teachers", "pretrain@mini_hybrid_clip"]
+    everything = pipeline.closure(pipeline.order)
+    assert len(everything) == len(pipeline.order) and everything[-1] == "tables"
+    assert all(pipeline.needs[s] <= set(everything[:i]) for i, s in enumerate(everything))
+
+
+def test_a_run_directory_left_empty_by_a_failed_pull_trains_normally(tmp_path):
+    cfg = load_config("toy_paper", [f"train.out_root={tmp_path}/runs", f"results_root={tmp_path}/results",
+                                    "train.progress=false", "run_name=pulled"])
+    run_dir_of(cfg).mkdir(parents=True)
+    summary = train(cfg)
+    assert summary["steps"] > 0 and (run_dir_of(cfg) / "encoder.pt").is_file()
+
+
+def test_a_pulled_done_json_without_encoder_is_set_aside_not_reused(tmp_path):
+    cfg = load_config("toy_paper", [f"train.out_root={tmp_path}/runs", f"results_root={tmp_path}/results",
+                                    "train.progress=false", "run_name=half-pulled"])
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True)
+    stale = {"train_time_s": 12345.0, "hardware": "elsewhere", "git_commit": "0" * 40, "peak_memory_mb": 1.0}
+    (run_dir / "done.json").write_text(json.dumps(stale))
+    summary = train(cfg)
+    done = json.loads((run_dir / "done.json").read_text())
+    assert summary["steps"] > 0 and done["train_time_s"] != 12345.0 and done["git_commit"] != "0" * 40
+    [orphan] = run_dir.glob("done.orphaned.*.json")
+    assert json.loads(orphan.read_text()) == stale
+
+
+@pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed in the test environment")
+def test_missing_remote_one_line_then_repro_then_pinned_hashes_match(copy):
+    repo, env = copy
+    remote = repo.parent / "remote"
+    assert not remote.exists()
+    # what a plain `dvc pull` does without the remote: it fails and leaves an empty run directory
+    failed = subprocess.run([str(DVC), "pull", "pretrain@bootleg"], cwd=repo, env=env, capture_output=True, text=True)
+    assert failed.returncode != 0 and (repo / "runs/bootleg/bootleg").is_dir()
+    assert not any((repo / "runs/bootleg/bootleg").iterdir())
+
+    def restore_in_copy(expected_code):
+        proc = subprocess.run([sys.executable, "scripts/restore.py", "pretrain@bootleg"], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=1500)
+        assert proc.returncode == expected_code, proc.stdout + proc.stderr[-3000:]
+        return [line for line in proc.stdout.splitlines() if line.startswith(("restore:", "["))]
+
+    # the committed dvc.lock pins the mini scale: the smoke rebuild differs from it, and says so
+    lines = restore_in_copy(1)
+    assert lines[0] == (f"restore: remote 'local' ({remote}) does not exist; "
+                        "rebuilding 2 stage(s) with dvc repro")
+    assert sum("remote" in line for line in lines) == 1
+    assert lines[1] == "restore: removed empty directories left by a failed pull: runs/bootleg/bootleg, runs/bootleg, runs"
+    assert lines[2] == "restore: no expected times: the committed records are of scale mini, params.yaml asks for smoke"
+    assert lines[3:5] == ["[1/2] data (no measured time)", "[2/2] pretrain@bootleg (no measured time)"]
+    assert re.match(r"restore: 1 of 3 rebuilt outputs differ from dvc.lock's pinned hashes: "
+                    rf"{ENCODER} \(pinned \w+, rebuilt \w+\)", lines[5]), lines[5]
+
+    # pinned at smoke now: a clone without the encoder and without any cache rebuilds it bit for bit
+    run([*GIT, "add", "dvc.lock"], repo, env)
+    run([*GIT, "commit", "-qm", "smoke pins"], repo, env)
+    pinned_sha = json.loads((repo / "runs/bootleg/bootleg/done.json").read_text())["encoder_sha256"]
+    shutil.rmtree(repo / "runs")
+    shutil.rmtree(repo / ".dvc/cache")
+    lines = restore_in_copy(0)
+    assert lines[-1].startswith("restore: all 3 rebuilt outputs match the hashes pinned in dvc.lock")
+    assert json.loads((repo / "runs/bootleg/bootleg/done.json").read_text())["encoder_sha256"] == pinned_sha
+    status = run([str(DVC), "status", "pretrain@bootleg"], repo, env)
+    assert "up to date" in status
