@@ -202,6 +202,36 @@ def compare_with_pinned(pinned: dict[str, str], rebuilt: dict[str, str]) -> int:
     return 1
 
 
+def locate_remote() -> tuple[str, str | None]:
+    """The default remote as "remote NAME (URL)", and why no pull is tried (None: try one)."""
+    remote = default_remote()
+    if remote is None:
+        return "a default DVC remote", "is not configured"
+    name, url = remote
+    missing = is_local(url) and not Path(url.removeprefix("file://")).exists()
+    return f"remote {name!r} ({url})", "does not exist" if missing else None
+
+
+def expected_times(plan: list[str], lock: dict) -> dict[str, float | None]:
+    """Measured seconds per stage, announced in one line with where they come from."""
+    scale = yaml.safe_load((ROOT / "params.yaml").read_text())["scale"]
+    if pinned_scale(lock) != scale:
+        print(f"restore: no expected times: the committed records are of scale {pinned_scale(lock)}, "
+              f"params.yaml asks for {scale}")
+        return dict.fromkeys(plan)
+    runs = yaml.safe_load((ROOT / "dvc_runs.yaml").read_text())["runs"]
+    hashes = run_config_hashes(runs, scale)
+    expected = {s: expected_seconds(s, runs, scale, ROOT / "results", hashes) for s in plan}
+    total = sum(filter(None, expected.values()))
+    if total:
+        print(f"restore: expected times are the committed scale-{scale} records' train_time_s and wall_time_s "
+              f"(results/, on the hardware they name; {duration(total)} in all, "
+              "without process start-up and dvc's hashing)")
+    else:
+        print("restore: no expected times: no committed record in results/ was made by these stages' current configs")
+    return expected
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("stages", nargs="*", help="stages of dvc.yaml, e.g. pretrain@bootleg (default: all)")
@@ -211,14 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown stage(s) {unknown}; stages: {', '.join(pipeline.order)}", file=sys.stderr)
         return 2
-    targets = args.stages or pipeline.order
 
-    remote = default_remote()
-    if remote is None:
-        problem, where = "is not configured", "a default DVC remote"
-    else:
-        where = f"remote {remote[0]!r} ({remote[1]})"
-        problem = "does not exist" if is_local(remote[1]) and not Path(remote[1].removeprefix("file://")).exists() else None
+    where, problem = locate_remote()
     if problem is None:
         pulled = dvc("pull", *args.stages)
         if pulled.returncode == 0:
@@ -227,28 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         problem = pull_failure(pulled.stdout + pulled.stderr)
 
-    plan = pipeline.closure(targets)
+    plan = pipeline.closure(args.stages or pipeline.order)
     print(f"restore: {where} {problem}; rebuilding {len(plan)} stage(s) with dvc repro", flush=True)
     removed = remove_empty_dirs([path for s in plan for path, _ in pipeline.outs[s]])
     if removed:
         print(f"restore: removed empty directories left by a failed pull: {', '.join(removed)}")
-
     lock = read_lock()
-    scale = yaml.safe_load((ROOT / "params.yaml").read_text())["scale"]
-    measured = pinned_scale(lock) == scale
-    runs = yaml.safe_load((ROOT / "dvc_runs.yaml").read_text())["runs"]
-    hashes = run_config_hashes(runs, scale) if measured else {}
-    expected = {s: expected_seconds(s, runs, scale, ROOT / "results", hashes) if measured else None for s in plan}
-    total = sum(filter(None, expected.values()))
-    if total:
-        print(f"restore: expected times are the committed scale-{scale} records' train_time_s and wall_time_s "
-              f"(results/, on the hardware they name; {duration(total)} in all, "
-              "without process start-up and dvc's hashing)")
-    elif not measured:
-        print(f"restore: no expected times: the committed records are of scale {pinned_scale(lock)}, "
-              f"params.yaml asks for {scale}")
-    else:
-        print("restore: no expected times: no committed record in results/ was made by these stages' current configs")
+    expected = expected_times(plan, lock)
     pinned = pinned_hashes(lock, plan, pipeline)
     for i, stage in enumerate(plan, 1):
         print(f"[{i}/{len(plan)}] {stage} ({duration(expected[stage])})", flush=True)

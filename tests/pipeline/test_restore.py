@@ -20,6 +20,7 @@ restore = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(restore)
 
 ENCODER = "runs/bootleg/bootleg/encoder.pt"
+TINY = ["train.epochs=1", "data.train_subset=70"]  # two steps of the toy method
 
 
 def record(path, **fields):
@@ -43,6 +44,17 @@ def test_expected_times_come_from_the_records_of_the_current_config(tmp_path):
         "no measured time", "expected ~12 s", "expected ~1 min", "expected ~12 min"]
 
 
+def test_a_failed_pull_is_told_apart_as_missing_files_or_an_unreachable_remote():
+    # the two messages of dvc 3.67: a remote without the files, an SSH remote whose port is closed
+    missing = ("WARNING: Some of the cache files do not exist neither locally nor on remote. Missing cache files:\n"
+               "md5: 9141d5e8c61666b43e26a70e6fe12b7d\nERROR: failed to pull data from the cloud - Checkout failed")
+    closed = ("ERROR: failed to connect to ssh (/tmp/x/files/md5) - [Errno 111] Connect call failed "
+              "('127.0.0.1', 1)\n")
+    assert restore.pull_failure(missing) == "lacks some of the pinned files"
+    assert restore.pull_failure(closed) == ("is unreachable (ERROR: failed to connect to ssh (/tmp/x/files/md5) - "
+                                            "[Errno 111] Connect call failed ('127.0.0.1', 1))")
+
+
 def test_stages_come_with_what_they_need_in_runnable_order():
     pipeline = restore.Pipeline()
     assert pipeline.closure(["floors"]) == ["data", "pretrain@bootleg", "floors"]
@@ -54,7 +66,7 @@ def test_stages_come_with_what_they_need_in_runnable_order():
 
 def test_a_run_directory_left_empty_by_a_failed_pull_trains_normally(tmp_path):
     cfg = load_config("toy_paper", [f"train.out_root={tmp_path}/runs", f"results_root={tmp_path}/results",
-                                    "train.progress=false", "run_name=pulled"])
+                                    "train.progress=false", *TINY, "run_name=pulled"])
     run_dir_of(cfg).mkdir(parents=True)
     summary = train(cfg)
     assert summary["steps"] > 0 and (run_dir_of(cfg) / "encoder.pt").is_file()
@@ -62,7 +74,7 @@ def test_a_run_directory_left_empty_by_a_failed_pull_trains_normally(tmp_path):
 
 def test_a_pulled_done_json_without_encoder_is_set_aside_not_reused(tmp_path):
     cfg = load_config("toy_paper", [f"train.out_root={tmp_path}/runs", f"results_root={tmp_path}/results",
-                                    "train.progress=false", "run_name=half-pulled"])
+                                    "train.progress=false", *TINY, "run_name=half-pulled"])
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True)
     stale = {"train_time_s": 12345.0, "hardware": "elsewhere", "git_commit": "0" * 40, "peak_memory_mb": 1.0}
