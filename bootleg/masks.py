@@ -376,7 +376,11 @@ class MaskCollator:
     training loop seeds per collate call, unless a generator is passed. With ``clones`` > 1
     (data2vec 2.0's ``clone_batch``) each image gets that many independent masks: rows
     ``i * clones .. (i + 1) * clones - 1`` of ``context``/``targets`` belong to image ``i``.
+    ``batch_dims`` tells the training loop's gradient accumulation that ``targets`` holds the
+    samples in dim 1 (``[M, B, Nt]``).
     """
+
+    batch_dims = {"targets": 1}
 
     def __init__(self, mask_generator: MaskGenerator, clones: int = 1):
         if int(clones) < 1:

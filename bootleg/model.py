@@ -320,9 +320,6 @@ def build_predictor(p, student: ViT, out_dim: int) -> nn.Module:
 
 def build_method(cfg, total_steps: int) -> MaskedPrediction:
     m = cfg.method
-    if int(cfg.mask.clones) > 1 and int(cfg.optim.accum_steps) > 1:
-        raise ValueError(f"mask.clones={cfg.mask.clones} with optim.accum_steps={cfg.optim.accum_steps}: "
-                         f"micro-batches would split images and their masks apart; use accum_steps=1")
     if m.targets not in TARGET_KINDS:
         raise ValueError(f"method.targets={m.targets!r}; choose one of {TARGET_KINDS}")
     eval_encoder = cfg.eval.encoder

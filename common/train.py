@@ -106,24 +106,39 @@ def move_to(batch, device: torch.device):
     return batch
 
 
-def split_batch(batch, parts: int, size: int):
-    """Split every tensor whose first dimension is the batch size into `parts` micro-batches."""
+def split_batch(batch, parts: int, size: int, batch_dims=None):
+    """Cut a batch of `size` samples into `parts` micro-batches of consecutive samples.
+
+    Every tensor is cut along its sample dimension: dim 0 unless the collator declares
+    another for a top-level key in its `batch_dims` attribute (Bootleg's mask targets
+    `[M, B, Nt]` are cut along 1; `None` marks a tensor shared by all samples, passed whole).
+    A tensor may hold several consecutive rows per sample (data2vec 2.0's mask clones:
+    `B * clones` rows), which equal cuts keep with their sample.
+    """
     if parts == 1:
         return [batch]
     if size % parts:
         raise ValueError(f"per-process batch {size} is not divisible by optim.accum_steps={parts}")
+    batch_dims = dict(batch_dims or {})
 
-    def chunk(x, i):
-        if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == size:
-            step = size // parts
-            return x[i * step:(i + 1) * step]
+    def chunk(x, i, key, dim):
         if isinstance(x, dict):
-            return {k: chunk(v, i) for k, v in x.items()}
+            return {k: chunk(v, i, k if key is None else f"{key}.{k}",
+                             batch_dims.get(k, 0) if key is None else dim) for k, v in x.items()}
         if isinstance(x, (list, tuple)):
-            return type(x)(chunk(v, i) for v in x)
-        return x
+            return type(x)(chunk(v, i, f"{key or 'batch'}[{j}]", dim) for j, v in enumerate(x))
+        if not isinstance(x, torch.Tensor) or x.dim() == 0 or dim is None:
+            return x
+        rows = x.shape[dim] if dim < x.dim() else 0
+        if rows == 0 or rows % size:
+            raise ValueError(
+                f"batch entry {key or 'batch'} of shape {tuple(x.shape)} has {rows} rows along dim {dim}, "
+                f"not a multiple of the per-process batch {size}, so optim.accum_steps={parts} cannot "
+                f"split it; declare its sample dimension in the collator's batch_dims (None: not split)")
+        step = rows // parts
+        return x.narrow(dim, i * step, step)
 
-    return [chunk(batch, i) for i in range(parts)]
+    return [chunk(batch, i, None, 0) for i in range(parts)]
 
 
 def batch_size_of(batch) -> int:
@@ -322,6 +337,7 @@ def train(cfg: DictConfig) -> dict:
     bar = _progress(plan.total_steps, step, main and cfg.train.get("progress", True),
                     f"{cfg.paper}/{cfg.run_name}")
     accum = int(cfg.optim.accum_steps)
+    batch_dims = getattr(collate_fn, "batch_dims", None)  # the collator's layout of its batch
     log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every_steps)
     t_last, images_since = time.perf_counter(), 0
     t_start = time.perf_counter()
@@ -340,7 +356,7 @@ def train(cfg: DictConfig) -> dict:
             torch.manual_seed(_mix(seed, 0xC0DE, step, dist.rank()))
             batch = move_to(batch, device)
             logs: dict[str, float] = {}
-            for micro in split_batch(batch, accum, plan.per_rank_batch):
+            for micro in split_batch(batch, accum, plan.per_rank_batch, batch_dims):
                 with autocast_context(device, cfg.train.precision):
                     out = step_fn(micro, step)
                 loss = out["loss"]
