@@ -51,9 +51,9 @@ def check_alpha(alpha: float) -> float:
 
 
 class Centers(nn.Module):
-    """Named EMA centers ``[len(names), K]`` of teacher logits; the batch means of a step are
-    staged by ``stage`` and applied by ``update`` (after the optimiser step), averaged over
-    processes."""
+    """Named EMA centers ``[len(names), K]`` of teacher logits. ``stage`` pools the logits of a
+    step (every micro-batch under gradient accumulation), ``update`` (after the optimiser step)
+    moves each center towards their mean, averaged over processes."""
 
     def __init__(self, names: tuple[str, ...], out_dim: int, momentum: float = 0.9):
         super().__init__()
@@ -61,19 +61,25 @@ class Centers(nn.Module):
             raise ValueError(f"center momentum must lie in [0, 1] (1 keeps the center fixed), got {momentum}")
         self.names, self.momentum = tuple(names), float(momentum)
         self.register_buffer("center", torch.zeros(len(names), out_dim))
-        self._staged: dict[str, torch.Tensor] = {}
+        self._staged: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (sum, count)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.center[self.names.index(name)]
 
     @torch.no_grad()
-    def stage(self, name: str, batch_mean: torch.Tensor) -> None:
-        self._staged[name] = batch_mean.detach().float()
+    def stage(self, name: str, total: torch.Tensor, count) -> None:
+        """Add ``total``, the sum of ``count`` logit vectors, to this step's pool of ``name``."""
+        total = total.detach().float()
+        count = torch.as_tensor(count, dtype=total.dtype, device=total.device)
+        if name in self._staged:
+            total, count = total + self._staged[name][0], count + self._staged[name][1]
+        self._staged[name] = (total, count)
 
     @torch.no_grad()
     def update(self) -> None:
-        for name, batch_mean in self._staged.items():
+        for name, (total, count) in self._staged.items():
             i = self.names.index(name)
+            batch_mean = total / count.clamp(min=1.0)
             self.center[i].mul_(self.momentum).add_(all_reduce_mean(batch_mean), alpha=1 - self.momentum)
         self._staged = {}
 
@@ -228,7 +234,8 @@ class UDILoss(nn.Module):
 
         out = {}
         losses = {"cls": pairwise_view_loss(student_cls, sharpen(teacher_cls, "cls"), tau_s)}
-        self.centers.stage("cls", teacher_cls.flatten(0, 1).mean(0))
+        cls_vectors = teacher_cls.flatten(0, 1)
+        self.centers.stage("cls", cls_vectors.sum(0), len(cls_vectors))
         if "patch" in self.terms:
             valid = teacher_patch.global_valid.to(student_patch.dtype)
             losses["patch"] = self.patch_loss(student_patch, sharpen(teacher_patch.global_logits, "patch"),
@@ -239,7 +246,7 @@ class UDILoss(nn.Module):
             if teacher_patch.local_sum is not None:
                 patch_sum = patch_sum + teacher_patch.local_sum.sum((0, 1, 2))
                 patch_count = patch_count + teacher_patch.local_count.sum()
-            self.centers.stage("patch", patch_sum / patch_count.clamp(min=1.0))
+            self.centers.stage("patch", patch_sum, patch_count)
         if "cls_plus" in self.terms:
             g_target, l_target = self.multimodal_targets(teacher_cls, teacher_patch, teacher_temp)
             in_logits = self.blend_space == "logit"
@@ -254,7 +261,8 @@ class UDILoss(nn.Module):
                 mm_vectors.append(l_target.flatten(0, 1))
             losses["cls_plus"] = torch.stack(terms).mean()
             if in_logits:
-                self.centers.stage("mm", torch.cat(mm_vectors).flatten(0, 1).mean(0))
+                mm_vectors = torch.cat(mm_vectors).flatten(0, 1)
+                self.centers.stage("mm", mm_vectors.sum(0), len(mm_vectors))
         out["loss"] = sum(self.weights[name] * value for name, value in losses.items())
         out.update({f"loss_{name}": value.detach() for name, value in losses.items()})
         return out
