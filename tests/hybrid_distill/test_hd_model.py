@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
+from accumulation import assert_same_gradients, step_gradients
 from common.checkpoint import export_encoder, load_encoder
 from common.config import load_config
 from common.vit import ViT
-from hybrid_distill.model import build_method
+from hybrid_distill.model import build_method, build_train_data
 
 FM_MEAN, FM_STD = [0.2860406], [0.3530242]
 
@@ -118,3 +119,16 @@ def test_smoke_distillation_lowers_loss_and_exports_an_encoder(teacher_paths, tm
         pytest.skip("eval.api not available yet")
     records = evaluate(summary["encoder"], "knn", cfg.eval, out_dir=tmp_path / "results", run_info={})
     assert records and all(0.0 <= r.get("value", 0) <= 100 for r in records)
+
+
+@pytest.mark.parametrize("strategy", ["progressive", "random"])
+def test_two_micro_batches_give_the_whole_batch_gradient(strategy, teacher_paths, tmp_path):
+    """The distillation losses are means over images (token dropping is decided per image), so
+    gradient accumulation is exact; `random` draws its keep sets in the collator."""
+    cfg = smoke_cfg(teacher_paths, tmp_path, f"method.mask.strategy={strategy}")
+    dataset, collate = build_train_data(cfg)
+    torch.manual_seed(0)
+    batch = collate([dataset[i] for i in range(8)])
+    assert ("keep" in batch) == (strategy == "random")
+    method = build_method(cfg, total_steps=10)
+    assert_same_gradients(step_gradients(method, batch, 8, accum_steps=2), step_gradients(method, batch, 8))
