@@ -1,0 +1,33 @@
+"""The GPU job shape of a paper recipe belongs to its paper scale, not to an experiment: a
+smoke or mini run of any experiment stays one local process, and every experiment at paper
+scale on SLURM gets the shape its paper scale declares."""
+from pathlib import Path
+
+import pytest
+
+from common.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+PAPERS = ("bootleg", "sdssl", "hybrid_distill", "udi")
+EXPERIMENTS = [(paper, path.stem) for paper in PAPERS
+               for path in sorted((REPO / paper / "configs" / "experiment").glob("*.yaml"))]
+SHAPE = ("nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min")
+
+
+def shape(cluster) -> dict:
+    return {key: cluster[key] for key in SHAPE}
+
+
+@pytest.mark.parametrize("paper, experiment", EXPERIMENTS)
+def test_small_scales_run_in_one_local_process(paper, experiment):
+    for scale in ("smoke", "mini"):
+        cluster = load_config(paper, [f"experiment={experiment}", f"scale={scale}"]).cluster
+        assert (cluster.nodes, cluster.tasks_per_node, cluster.gpus_per_node) == (1, 1, 0), (scale, shape(cluster))
+
+
+@pytest.mark.parametrize("paper, experiment", EXPERIMENTS)
+def test_paper_scale_on_slurm_takes_the_job_shape_of_the_paper_scale(paper, experiment):
+    want = shape(load_config(paper, ["scale=paper", "cluster=slurm"]).cluster)
+    assert want["gpus_per_node"] > 0
+    got = shape(load_config(paper, [f"experiment={experiment}", "scale=paper", "cluster=slurm"]).cluster)
+    assert got == want
