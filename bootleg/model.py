@@ -353,7 +353,7 @@ def build_method(cfg, total_steps: int) -> MaskedPrediction:
 def build_train_data(cfg):
     d = cfg.data
     dataset = get_dataset(d.name, "train", root=d.root, subset=d.train_subset, seed=cfg.train.seed)
-    steps = [random_resized_crop(d.img_size, scale=tuple(d.crop_scale))]
+    steps = [random_resized_crop(d.img_size, scale=tuple(d.crop_scale), interpolation=d.interpolation)]
     if d.hflip:
         steps.append(flip())
     steps.append(normalize(d.norm_stats, channels=cfg.model.in_chans))

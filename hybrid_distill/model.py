@@ -29,8 +29,9 @@ from common.augment import STATS, flip, random_resized_crop
 from common.data import TransformedDataset, get_dataset
 from common.optim import param_groups_weight_decay
 from common.vit import ViT
+from hybrid_distill.grid import check_grid_options, resample_token_map
 from hybrid_distill.loss import feature_distance, relation_distance, whiten
-from hybrid_distill.masking import MaskPlan, kept_counts, random_keep
+from hybrid_distill.masking import MaskPlan, gather_tokens, kept_counts, random_keep
 from hybrid_distill.teachers import Capture, FrozenTeacher, load_teacher
 
 TARGET_KINDS = ("feature", "relation", "msa")
@@ -85,8 +86,10 @@ class HybridDistill(nn.Module):
     def __init__(self, student: ViT, teachers: dict[str, FrozenTeacher], terms: list[Term],
                  mean, std, mask: dict, tc_feature: str = "post_norm", whiten_targets: bool = True,
                  feat_head: str = "linear", relation_form: str = "scaled", relation_include_cls: bool = True,
-                 beta_feat: float = 2.0, beta_rel: float = 2.0, cls_weight: float = 1.0):
+                 beta_feat: float = 2.0, beta_rel: float = 2.0, cls_weight: float = 1.0,
+                 grid_align: str = "resize_input", grid_interp: str = "bilinear"):
         super().__init__()
+        check_grid_options(grid_align, grid_interp)
         if student.num_prefix_tokens != 1:
             raise ValueError("the student must have exactly one class token and no registers")
         if tc_feature not in TEACHER_FEATURES:
@@ -99,9 +102,14 @@ class HybridDistill(nn.Module):
         self.tc_feature, self.whiten_targets = tc_feature, whiten_targets
         self.relation_form, self.relation_include_cls = relation_form, relation_include_cls
         self.beta_feat, self.beta_rel, self.cls_weight = beta_feat, beta_rel, cls_weight
+        self.grid_align, self.grid_interp = grid_align, grid_interp
+        self.mask_teacher = mask.get("teacher", "tm")
+        strategy = mask.get("strategy", "none")
+        # Teachers whose token grid differs from the student's; grid_align says which side is resampled.
+        self.off_grid = {name for name, t in teachers.items() if tuple(t.grid_size) != tuple(student.grid_size)}
 
         for term in terms:
-            self._check_term(term, feat_head)
+            self._check_term(term, feat_head, strategy)
         # A linear head from student to teacher width per feature / MSA term (FD, dBOT); only
         # used during distillation, never exported.
         self.heads = nn.ModuleDict({
@@ -109,26 +117,28 @@ class HybridDistill(nn.Module):
             for term in terms if term.kind != "relation"
         })
 
-        self.mask_teacher = mask.get("teacher", "tm")
-        strategy = mask.get("strategy", "none")
         if strategy != "none" and self.mask_teacher not in self.teachers:
             raise ValueError(f"method.mask.teacher={self.mask_teacher!r} is not one of the teachers "
                              f"{sorted(self.teachers)}")
+        if strategy != "none" and self.mask_teacher in self.off_grid:
+            raise ValueError(f"method.mask.teacher={self.mask_teacher!r} has token grid "
+                             f"{self.teachers[self.mask_teacher].grid_size}, the student "
+                             f"{student.grid_size}: its keep indices would address another grid; use "
+                             "method.grid_align=resize_input or a masking teacher with the student's patch size")
         depth = self.teachers[self.mask_teacher].depth if strategy != "none" else student.depth
         self.plan = MaskPlan(strategy, student.num_patches, depth, float(mask.get("K", 0.3)),
                              mask.get("layers"), mask.get("rounding", "round"),
                              reduce_tokens=mask.get("teacher_tokens", "reduced") == "reduced")
 
     # ---------------------------------------------------------------- construction checks
-    def _check_term(self, term: Term, feat_head: str) -> None:
+    def _check_term(self, term: Term, feat_head: str, mask_strategy: str) -> None:
         if term.teacher not in self.teachers:
             raise ValueError(f"method.terms.{term.name}.teacher={term.teacher!r}: no such teacher; "
                              f"configured: {sorted(self.teachers)}")
         teacher, student = self.teachers[term.teacher], self.student
         where = f"method.terms.{term.name} ({term.teacher} = {teacher.name})"
-        if tuple(teacher.grid_size) != tuple(student.grid_size):
-            raise ValueError(f"{where}: teacher token grid {teacher.grid_size} != student grid "
-                             f"{student.grid_size}; resize the teacher input (grid_align) or change the patch size")
+        if term.teacher in self.off_grid:
+            self._check_grid_mismatch(term, where, mask_strategy)
         try:
             term.blocks(teacher.depth)
             term.blocks(student.depth)
@@ -146,6 +156,21 @@ class HybridDistill(nn.Module):
         elif feat_head == "identity" and teacher.embed_dim != student.embed_dim:
             raise ValueError(f"{where}: method.feat_head=identity needs teacher width {teacher.embed_dim} == "
                              f"student width {student.embed_dim}; use method.feat_head=linear")
+
+    def _check_grid_mismatch(self, term: Term, where: str, mask_strategy: str) -> None:
+        grids = (f"teacher token grid {self.teachers[term.teacher].grid_size} != student grid "
+                 f"{self.student.grid_size}")
+        if self.grid_align in ("resize_input", "none"):
+            raise ValueError(f"{where}: {grids} (method.grid_align={self.grid_align}); set "
+                             "method.grid_align=teacher_to_student or student_to_teacher to resample the token "
+                             "map, or change the patch size (resize_input only resizes timm teachers)")
+        if term.kind == "relation":
+            raise ValueError(f"{where}: {grids}; relations (token x token) are not resampled, use "
+                             "method.grid_align=resize_input")
+        if self.grid_align == "student_to_teacher" and mask_strategy != "none":
+            raise ValueError(f"{where}: {grids}; method.grid_align=student_to_teacher needs the student's "
+                             f"whole token map, but method.mask.strategy={mask_strategy}; use "
+                             "method.mask.strategy=none or method.grid_align=teacher_to_student")
 
     @staticmethod
     def _make_head(dim_in: int, dim_out: int, kind: str) -> nn.Module:
@@ -199,9 +224,26 @@ class HybridDistill(nn.Module):
             out = self.teachers[self.mask_teacher](images, captures[self.mask_teacher], self.plan, keep)
             outputs[self.mask_teacher], keep = out, out.keep
         for name, teacher in self.teachers.items():
-            if name not in outputs:
+            if name in outputs:
+                continue
+            if name in self.off_grid and self.grid_align == "teacher_to_student":
+                outputs[name] = self._on_student_grid(teacher(images, captures[name]), teacher, keep)
+            else:
                 outputs[name] = teacher(images, captures[name], None, keep)
         return outputs, keep
+
+    def _on_student_grid(self, out, teacher: FrozenTeacher, keep: torch.Tensor | None):
+        """A full-grid teacher output ([class token, all patches]) resampled to the student's
+        grid, then gathered at [class token, kept patches] like the on-grid teachers."""
+        def align(t: torch.Tensor) -> torch.Tensor:
+            t = resample_token_map(t, teacher.grid_size, self.student.grid_size, 1, self.grid_interp)
+            return t if keep is None else gather_tokens(t, keep, 1)
+
+        out.hidden = {i: align(t) for i, t in out.hidden.items()}
+        out.msa = {i: align(t) for i, t in out.msa.items()}
+        out.final = None if out.final is None else align(out.final)
+        out.keep = keep
+        return out
 
     def _teacher_tensor(self, term: Term, out, block: int) -> torch.Tensor:
         if term.kind == "relation":
@@ -249,6 +291,9 @@ class HybridDistill(nn.Module):
                     if self.whiten_targets:
                         target = whiten(target)
                     pred = self.heads[term.name](out.hidden[sb] if term.kind == "feature" else msa[sb])
+                    if term.teacher in self.off_grid and self.grid_align == "student_to_teacher":
+                        pred = resample_token_map(pred, self.student.grid_size, teacher.grid_size, 1,
+                                                  self.grid_interp)
                     losses.append(feature_distance(pred, target, self.beta_feat, self.cls_weight))
                 loss = torch.stack(losses).mean()
             logs[f"loss_{term.name}"] = loss.detach()
@@ -303,7 +348,9 @@ def build_method(cfg, total_steps: int) -> HybridDistill:
         if name not in cfg.teachers:
             raise ValueError(f"teacher {name!r} is used by method.terms / method.mask but teachers.{name} "
                              f"is not configured; configured: {sorted(cfg.teachers)}")
-        teachers[name] = load_teacher(_container(cfg.teachers[name]), student.grid_size)
+        # resize_input: a timm teacher is built for the input size that gives the student's grid.
+        align_by_input = cfg.method.grid_align == "resize_input"
+        teachers[name] = load_teacher(_container(cfg.teachers[name]), student.grid_size if align_by_input else None)
     m = cfg.method
     mean, std = STATS[cfg.data.norm_stats]
     if len(mean) != student.in_chans:
@@ -312,7 +359,8 @@ def build_method(cfg, total_steps: int) -> HybridDistill:
         student, teachers, parse_terms(_container(m.terms)), mean, std, _container(m.mask),
         tc_feature=m.tc_feature, whiten_targets=m.whiten, feat_head=m.feat_head,
         relation_form=m.relation_form, relation_include_cls=m.relation_include_cls,
-        beta_feat=m.beta_feat, beta_rel=m.beta_rel, cls_weight=m.cls_weight)
+        beta_feat=m.beta_feat, beta_rel=m.beta_rel, cls_weight=m.cls_weight,
+        grid_align=m.grid_align, grid_interp=m.grid_interp)
 
 
 class DistillCollate:

@@ -126,7 +126,7 @@ class FrozenTeacher(nn.Module):
                 raise ValueError(f"teacher {self.name} takes {self.in_chans} channels, images have {images.shape[1]}")
             images = images.expand(-1, self.in_chans, -1, -1)  # grey -> RGB
         if images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
-            # Grid alignment (hd.tc_grid_align=resize_input): e.g. CLIP-L/14 sees 196 px so that
+            # Grid alignment (method.grid_align=resize_input): e.g. CLIP-L/14 sees 196 px so that
             # its 14x14 token grid matches a /16 student at 224 px.
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bicubic",
                                    align_corners=False)
@@ -320,17 +320,15 @@ def _check_sha256(path: Path, expected: str | None) -> str:
 def load_teacher(spec, student_grid: tuple[int, int] | None = None) -> FrozenTeacher:
     """Build a teacher from its config entry: ``{kind: timm|encoder, name, path, sha256, ...}``.
 
-    For a timm teacher whose patch size differs from the student's, the input is resized so
-    that both token grids agree (``grid_align: resize_input``; the only implemented mode).
+    With ``student_grid`` (``method.grid_align=resize_input``), a timm teacher whose patch size
+    differs from the student's is built for the input size that gives it the student's grid
+    (the other alignments resample token maps, ``hybrid_distill.grid``).
     """
     kind = spec.get("kind", "timm")
     if kind == "encoder":
         return load_encoder_teacher(spec["path"], spec.get("sha256"))
     if kind != "timm":
         raise ValueError(f"teacher kind {kind!r}: use 'timm' (a timm model name) or 'encoder' (an encoder.pt)")
-    align = spec.get("grid_align", "resize_input")
-    if align != "resize_input":
-        raise ValueError(f"grid_align={align!r}: only 'resize_input' is implemented")
     input_size = None
     if student_grid is not None:
         probe = {**dict(spec.get("timm_kwargs") or {}), "depth": 0}
