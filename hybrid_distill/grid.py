@@ -42,5 +42,6 @@ def resample_token_map(tokens: torch.Tensor, src_grid: tuple[int, int], dst_grid
     if (h, w) == (H, W):
         return tokens
     patches = tokens[:, num_prefix:].transpose(1, 2).reshape(B, D, h, w)
-    resized = F.interpolate(patches.float(), size=(H, W), mode=mode, align_corners=False).to(tokens.dtype)
+    work = patches.to(torch.promote_types(patches.dtype, torch.float32))  # bf16 maps resample in fp32
+    resized = F.interpolate(work, size=(H, W), mode=mode, align_corners=False).to(tokens.dtype)
     return torch.cat([tokens[:, :num_prefix], resized.reshape(B, D, H * W).transpose(1, 2)], dim=1)
