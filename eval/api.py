@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 # protocol -> (module with `run(ctx)`, config section that determines its result)
 PROTOCOL_MODULES = {"knn": ("eval.knn", "knn"), "linear": ("eval.linear", "linear"),
                     "attentive": ("eval.attentive", "attn_probe"), "lowshot": ("eval.lowshot", "lowshot"),
-                    "finetune": ("eval.finetune", "finetune"), "analysis": ("eval.analysis", "metrics")}
+                    "finetune": ("eval.finetune", "finetune"), "analysis": ("eval.analysis", "metrics"),
+                    "segment": ("eval.segmentation", "seg")}
 
 
 def image_shape(dataset) -> tuple[int, int]:
@@ -68,12 +69,15 @@ def evaluate(encoder_path, protocol: str, eval_cfg=None, out_dir="results", run_
     module_name, section = PROTOCOL_MODULES[protocol]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # per protocol on GPU; CPU peak RSS cannot be reset
+    module = importlib.import_module(module_name)
     with Stopwatch() as watch:
-        ctx = build_context(encoder_path, cfg, out_dir)
-        metrics, headline, extra = importlib.import_module(module_name).run(ctx)
+        # a protocol with its own data (segment) builds its own context and names its dataset
+        ctx = getattr(module, "build_context", build_context)(encoder_path, cfg, out_dir)
+        metrics, headline, extra = module.run(ctx)
+    dataset = module.record_dataset(cfg) if hasattr(module, "record_dataset") else cfg.data
     record = make_record(
         protocol=protocol, metric=headline, metrics=metrics, identity=identity_of(ctx, cfg, run_info),
-        dataset=cfg.data, dataset_hash=ctx.train.dataset.hash, wall_time_s=watch.seconds,
+        dataset=dataset, dataset_hash=ctx.train.dataset.hash, wall_time_s=watch.seconds,
         extra={"eval_config_hash": settings.section_hash(cfg, section), "scale": cfg.scale,
                "train_images": len(ctx.train.dataset), "val_images": len(ctx.val.dataset), **extra})
     path = write_record(record, out_dir)

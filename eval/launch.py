@@ -1,6 +1,6 @@
 """Evaluate one checkpoint with one or more protocols.
 
-    python eval/launch.py checkpoint=PATH protocol=knn|linear|attentive|lowshot|finetune|analysis|all
+    python eval/launch.py checkpoint=PATH protocol=knn|linear|attentive|lowshot|finetune|analysis|segment|all
                           [out=DIR] [data=fashion_mnist] [any eval key, e.g. linear.epochs=5]
                           [cluster.partition=... (with --slurm)] [--slurm | --local] [--dry-run]
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         cfg = settings.resolve(user_cfg)
         names = special.get("protocol") or ",".join(cfg.protocols)
-        protocols = list(settings.PROTOCOLS) if names == "all" else [settings.check_protocol(p) for p in names.split(",")]
+        protocols = list(settings.IMAGE_PROTOCOLS) if names == "all" else [settings.check_protocol(p) for p in names.split(",")]
         out = Path(special["out"]) if "out" in special else default_out_dir(special["checkpoint"], cfg.data, int(cfg.seed))
     except (KeyError, ValueError, FileNotFoundError) as exc:
         sys.exit(f"error: {exc.args[0] if exc.args else exc}")

@@ -14,7 +14,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-PROTOCOLS = ("knn", "linear", "attentive", "lowshot", "finetune", "analysis")
+PROTOCOLS = ("knn", "linear", "attentive", "lowshot", "finetune", "analysis", "segment")
+# what `protocol=all` runs: the protocols on `eval.data`; `segment` reads its own dataset (seg.data)
+IMAGE_PROTOCOLS = PROTOCOLS[:-1]
 
 
 def _choices(group: str) -> list[str]:

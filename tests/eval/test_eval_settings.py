@@ -27,7 +27,7 @@ def test_mini_scale_overrides_schedules_and_caller_wins():
 
 def test_every_protocol_has_a_config_section_and_the_hash_ignores_cosmetics():
     cfg = resolve({})
-    assert set(PROTOCOLS) == {"knn", "linear", "attentive", "lowshot", "finetune", "analysis"}
+    assert set(PROTOCOLS) == {"knn", "linear", "attentive", "lowshot", "finetune", "analysis", "segment"}
     base = section_hash(cfg, "knn")
     assert section_hash(resolve({"progress": False, "cache_dir": None}), "knn") == base
     assert section_hash(resolve({"knn": {"T": 0.1}}), "knn") != base

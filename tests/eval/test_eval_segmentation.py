@@ -1,0 +1,122 @@
+"""Linear semantic segmentation probe (protocol segment) on a synthetic ADE20K-layout folder."""
+import json
+
+import pytest
+import torch
+from torchvision.io import write_jpeg, write_png
+
+from eval.api import evaluate
+from eval.segdata import IGNORE, SegmentationFolder, window_starts
+from eval.segmentation import confusion_matrix, segmentation_scores
+
+COLOURS = torch.tensor([[220, 30, 30], [30, 200, 40], [40, 50, 230]], dtype=torch.uint8)  # classes 1, 2, 3
+
+
+def two_region_image(left: int, right: int, height: int, width: int, split_col: int, gen):
+    """Class ``left`` on columns < split_col, ``right`` after; colour + noise; a 1-px unlabelled frame."""
+    image = torch.empty(3, height, width, dtype=torch.uint8)
+    image[:, :, :split_col] = COLOURS[left - 1].view(3, 1, 1)
+    image[:, :, split_col:] = COLOURS[right - 1].view(3, 1, 1)
+    noise = torch.randint(-20, 21, image.shape, generator=gen)
+    image = (image.int() + noise).clamp(0, 255).to(torch.uint8)
+    label = torch.full((1, height, width), left, dtype=torch.uint8)
+    label[:, :, split_col:] = right
+    label[:, 0, :] = label[:, -1, :] = label[:, :, 0] = label[:, :, -1] = 0
+    return image, label
+
+
+@pytest.fixture(scope="module")
+def seg_folder(tmp_path_factory):
+    """ADE20K layout: 24 training and 8 validation images (32x32 and 32x48), two regions each."""
+    root = tmp_path_factory.mktemp("ade_like")
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("training", 24), ("validation", 8)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "annotations" / split).mkdir(parents=True)
+        for i in range(n):
+            left, right = (torch.randperm(3, generator=gen)[:2] + 1).tolist()
+            width = 32 if i % 2 == 0 else 48
+            split_col = int(torch.randint(2, width // 8 - 1, (), generator=gen)) * 8
+            image, label = two_region_image(left, right, 32, width, split_col, gen)
+            write_jpeg(image, str(root / "images" / split / f"img_{i:03d}.jpg"), quality=95)
+            write_png(label, str(root / "annotations" / split / f"img_{i:03d}.png"))
+    return root
+
+
+def iou_by_sets(pred, label, num_classes):
+    """Per-class IoU from boolean masks over the labelled pixels (independent of the confusion matrix)."""
+    valid = label != IGNORE
+    out = []
+    for c in range(num_classes):
+        p, g = (pred == c) & valid, (label == c) & valid
+        union = (p | g).sum().item()
+        out.append(None if union == 0 else (p & g).sum().item() / union)
+    return out
+
+
+def test_miou_equals_set_iou_and_skips_absent_classes():
+    gen = torch.Generator().manual_seed(1)
+    label = torch.randint(0, 4, (3, 20, 20), generator=gen)  # class 4 never occurs
+    label[:, :2] = IGNORE
+    pred = torch.where(torch.rand(3, 20, 20, generator=gen) < 0.7, label, torch.randint(0, 4, (3, 20, 20), generator=gen))
+    pred[label == IGNORE] = 4  # predictions on ignored pixels must not count
+    scores = segmentation_scores(confusion_matrix(pred, label, 5))
+    ious = iou_by_sets(pred, label, 5)
+    assert ious[4] is None and scores["per_class_iou"][4] != scores["per_class_iou"][4]  # NaN
+    present = [v for v in ious if v is not None]
+    assert scores["mIoU"] == pytest.approx(100 * sum(present) / len(present))
+    valid = label != IGNORE
+    assert scores["aAcc"] == pytest.approx(100 * (pred[valid] == label[valid]).float().mean().item())
+
+
+def test_folder_maps_zero_to_ignore_and_shifts_classes(seg_folder):
+    ds = SegmentationFolder(seg_folder, "validation", num_classes=3)
+    image, label = ds[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
+    assert label[0, 0] == IGNORE and set(label.unique().tolist()) <= {0, 1, 2, IGNORE}
+    with pytest.raises(ValueError, match="label 3 > eval.seg.num_classes=2"):
+        SegmentationFolder(seg_folder, "validation", num_classes=2)[0]
+
+
+def test_missing_folder_and_annotation_name_the_layout(seg_folder, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"the ADE20K layout: images/\{training,validation\}"):
+        SegmentationFolder(tmp_path, "training", 150)
+    (tmp_path / "images" / "training").mkdir(parents=True)
+    (tmp_path / "annotations" / "training").mkdir(parents=True)
+    (tmp_path / "images" / "training" / "a.jpg").write_bytes((seg_folder / "images/training/img_000.jpg").read_bytes())
+    with pytest.raises(FileNotFoundError, match="have no annotation .*a.jpg"):
+        SegmentationFolder(tmp_path, "training", 150)
+    with pytest.raises(ValueError, match="protocol segment needs eval.seg.data"):
+        evaluate("pixels", "segment", {"progress": False}, out_dir=tmp_path / "out")
+
+
+def test_sliding_windows_cover_the_image_flush_with_the_end():
+    assert window_starts(32, 32, 21) == [0]
+    starts = window_starts(50, 32, 21)
+    assert starts == [0, 18] and starts[-1] + 32 == 50
+    covered = set()
+    for s in window_starts(100, 32, 21):
+        covered |= set(range(s, s + 32))
+    assert covered == set(range(100))
+
+
+@pytest.mark.parametrize("val_mode", ["resize", "slide"])
+def test_probe_on_pixel_patches_segments_the_regions(seg_folder, tmp_path, val_mode):
+    cfg = {"progress": False, "cache_dir": str(tmp_path / "cache"),
+           "seg": {"data": str(seg_folder), "num_classes": 3, "img_size": 32, "iters": 60, "batch_size": 8,
+                   "lr": 0.05, "warmup_iters": 5, "scale_range": [1.0, 1.0], "val_mode": val_mode}}
+    record = evaluate("pixels", "segment", cfg, out_dir=tmp_path / "out")[0]
+    assert record["metric"] == "segment/mIoU" and record["dataset"] == str(seg_folder)
+    assert record["value"] > 90.0, record["metrics"]
+    assert record["metrics"]["segment/aAcc"] > 95.0
+    on_disk = json.loads((tmp_path / "out" / "segment.json").read_text())
+    assert on_disk["value"] == record["value"] and len(on_disk["per_class_iou"]) == 3
+
+
+def test_probe_trains_on_a_vit_encoder_at_another_resolution(seg_folder, tiny_encoder, tmp_path):
+    # tiny_encoder is an 8-px, patch-2 ViT; segmentation crops of 16 px need its position table resampled
+    cfg = {"progress": False, "cache_dir": str(tmp_path / "cache"),
+           "seg": {"data": str(seg_folder), "num_classes": 3, "img_size": 16, "iters": 4, "batch_size": 4,
+                   "warmup_iters": 1, "n_last_blocks": 2}}
+    record = evaluate(tiny_encoder, "segment", cfg, out_dir=tmp_path / "out")[0]
+    assert 0.0 <= record["value"] <= 100.0 and record["crop"] == 16 and record["final_loss"] > 0
