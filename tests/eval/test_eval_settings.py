@@ -43,5 +43,5 @@ def test_bad_keys_and_values_name_the_fix():
         resolve({"attn_probe": {"epoch": 3}})
     with pytest.raises(ValueError, match="unknown scale 'huge'; valid: mini, paper"):
         resolve({"scale": "huge"})
-    with pytest.raises(ValueError, match="unknown finetune 'beit'; valid: beit_ibot, dbot, deit, supervised"):
+    with pytest.raises(ValueError, match="unknown finetune 'beit'; valid: beit_ibot, dbot, dbot_large, deit, supervised"):
         resolve({"finetune": {"recipe": "beit"}})
