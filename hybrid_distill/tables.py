@@ -137,6 +137,14 @@ def render_paper_table(experiment: str, results_root: Path = Path("results")) ->
             ours = fmt(load_record(results_root, run, "finetune"))
             lines.append(f"| {label} | {bb} | {top1} | {ours} | {box} | {mask} | {ade} |")
         return "\n".join(lines)
+    if experiment == "ade20k_linear":
+        lines = ["### ADE20K (paper: UperNet fine-tuned 160k iterations; ours: linear probe on frozen patch tokens, "
+                 "`protocol=segment`; different protocols)", "",
+                 "| row | backbone | paper ADE20K mIoU (UperNet) | ours ADE20K mIoU (linear) |", "|---|---|---|---|"]
+        for run, (label, bb, (_top1, _box, _mask, ade)) in TABLE1.items():
+            ours = fmt(load_record(Path("results/ade20k_linear"), run, "segment"))
+            lines.append(f"| {label} | {bb} | {ade} | {ours} |")
+        return "\n".join(lines)
     if experiment.startswith("table2"):
         lines = ["### Table 2 (transfer fine-tune top-1)", "",
                  "| row | paper CIFAR100 | ours | paper Cars | ours | paper iNat19 | ours |", "|---|---|---|---|---|---|---|"]
@@ -156,11 +164,11 @@ def render(experiment: str = "mini") -> str:
     """Markdown for one experiment (called by common.launch after the runs)."""
     if experiment == "mini":
         return render_mini()
-    if experiment in ("table1",) or experiment.startswith("table2") or experiment in ABLATIONS:
+    if experiment in ("table1", "ade20k_linear") or experiment.startswith("table2") or experiment in ABLATIONS:
         return render_paper_table(experiment)
     return f"(no table for experiment {experiment!r})"
 
 
 if __name__ == "__main__":
-    names = sys.argv[1:] or ["mini", "table1", "table2", *ABLATIONS]
+    names = sys.argv[1:] or ["mini", "table1", "ade20k_linear", "table2", *ABLATIONS]
     print("\n\n".join(render(n) for n in names))
