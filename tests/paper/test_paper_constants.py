@@ -209,3 +209,14 @@ def test_every_main_table_run_decays_after_its_warmup(paper, experiment):
     for name, cfg in runs_of(paper, experiment).items():
         assert float(cfg.optim.warmup_epochs) < float(cfg.train.epochs), \
             f"{paper} {experiment} run {name}: warmup_epochs {cfg.optim.warmup_epochs} >= epochs {cfg.train.epochs}"
+
+
+@pytest.mark.parametrize("experiment", ["ade20k_linear", "table2_cifar100", "table2_cars", "table2_inat19"])
+def test_hybrid_experiments_reuse_the_table1_pretraining(experiment):
+    """These experiments only evaluate Table 1's students: every run must resolve to the same
+    training identity (config hash) as the Table 1 run of that name, or it would pretrain again."""
+    from common.config import config_hash
+
+    table1 = runs_of("hybrid_distill", "table1")
+    for name, cfg in runs_of("hybrid_distill", experiment).items():
+        assert config_hash(cfg) == config_hash(table1[name]), f"{experiment} run {name} differs from table1's"
