@@ -54,7 +54,7 @@ IJEPA_RECIPE = {
     "method.ema": [0.996, 1.0],  # [ijepa] linear momentum ramp
     "mask.npred": 4, "mask.pred_scale": [0.15, 0.2], "mask.aspect": [0.75, 1.5],  # [ijepa] multiblock config
     "mask.enc_scale": [0.85, 1.0], "mask.min_keep": 10, "mask.allow_overlap": False,  # [ijepa]
-    "predictor.width": 384, "predictor.depth": 6,  # [ijepa-p] predictor for ViT-S/B
+    "predictor.width": 384, "predictor.depth": 6,  # [ijepa] pred_emb_dim 384; [ijepa-p] depth 6 for B (S: [inf])
     "eval.encoder": "teacher",  # [ijepa] target_encoder is evaluated
     # frozen probes: V-JEPA attentive probe, MAE avg-pool + BN linear probe, DINO k-NN
     "eval:attn_probe.kind": "vjepa", "eval:attn_probe.epochs": 20, "eval:attn_probe.lr": 1e-3,  # [vjepa]
