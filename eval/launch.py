@@ -48,13 +48,15 @@ class EvalJob:
         return submitit.helpers.DelayedSubmission(EvalJob(self.encoder, self.protocol, self.eval_cfg, self.out_dir))
 
 
-def default_out_dir(spec: str, data: str, seed: int = 0, root: str = "results") -> Path:
+def default_out_dir(spec: str, data: str, seed: int = 0, root: str = "results", stats: str | None = None) -> Path:
+    """``stats``: the dataset whose normalisation a floor encoder takes, when ``data`` (which
+    names the floors' folder) is not one of ``common.data``'s (a segmentation folder)."""
     from eval.encoders import load
 
     slug = data.replace(":", "_").replace("/", "_")
     if spec == "pixels":
         return Path(root) / "floors" / slug / "pixels"
-    enc = load(spec, data, seed=seed)
+    enc = load(spec, stats or data, seed=seed)
     if enc.kind == "random":
         return Path(root) / "floors" / slug / enc.meta["run"]
     return Path(root) / str(enc.meta.get("paper") or "misc") / str(enc.meta.get("run") or enc.sha256[:12])
@@ -102,7 +104,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cfg = settings.resolve(user_cfg)
         names = special.get("protocol") or ",".join(cfg.protocols)
         protocols = list(settings.IMAGE_PROTOCOLS) if names == "all" else [settings.check_protocol(p) for p in names.split(",")]
-        out = Path(special["out"]) if "out" in special else default_out_dir(special["checkpoint"], cfg.data, int(cfg.seed))
+        if "out" in special:
+            out = Path(special["out"])
+        elif protocols == ["segment"]:  # floors of a segmentation folder are filed under that folder
+            out = default_out_dir(special["checkpoint"], f"seg:{cfg.seg.data}", int(cfg.seed), stats="imagenet")
+        else:
+            out = default_out_dir(special["checkpoint"], cfg.data, int(cfg.seed))
     except (KeyError, ValueError, FileNotFoundError) as exc:
         sys.exit(f"error: {exc.args[0] if exc.args else exc}")
     if args.dry_run:
