@@ -120,3 +120,11 @@ def test_probe_trains_on_a_vit_encoder_at_another_resolution(seg_folder, tiny_en
                    "warmup_iters": 1, "n_last_blocks": 2}}
     record = evaluate(tiny_encoder, "segment", cfg, out_dir=tmp_path / "out")[0]
     assert 0.0 <= record["value"] <= 100.0 and record["crop"] == 16 and record["final_loss"] > 0
+
+
+def test_cli_files_segmentation_floors_under_the_segmentation_folder(seg_folder, capsys):
+    from eval.launch import main
+
+    assert main(["checkpoint=pixels", "protocol=segment", f"seg.data={seg_folder}", "--dry-run"]) == []
+    slug = f"seg:{seg_folder}".replace(":", "_").replace("/", "_")
+    assert f"-> results/floors/{slug}/pixels; protocols ['segment']" in capsys.readouterr().out
