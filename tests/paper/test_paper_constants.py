@@ -9,6 +9,7 @@ Sources (one tag per value, see the tables below):
   [mae]     facebookresearch/mae: main_pretrain.py, models_mae.py, main_linprobe.py
   [vjepa]   facebookresearch/jepa: the attentive probe (eval.md sec. 4; wd is V-JEPA's paper value)
   [dino]    facebookresearch/dino: eval_knn.py (T = 0.07, k = 20)
+  [crossmae] TonyLianLong/CrossMAE README;  [d2v2] facebookresearch/fairseq examples/data2vec (v2 image config)
   [sdssl-p] SDSSL paper sec. 4.1 / 4.2;  [sdssl] hagiss/SDSSL SD_*.json, pl_train_*.py, multi_exit.py
   [mocov3]  facebookresearch/moco-v3 vits.py (ViT-S with 12 heads), main_moco.py
   [hd-p]    Hybrid Distill paper sec. 4.1 / App. C / Eq. 3;  [dbot] liuxingbin/dbot run.sh, DOWNSTREAM.md
@@ -81,6 +82,14 @@ BOOTLEG = {
     "s16-bootleg": {**IJEPA_RECIPE, "method.target_layers": ["even:4"],  # [inf] 4 evenly spaced blocks
                     "method.loss": "mse", "method.target_norm": "layer", "mask.generator": "bootleg"},  # [inf]
     "s16-mae": MAE_RECIPE,
+    # [crossmae] TonyLianLong/CrossMAE README: MAE recipe, 800 epochs (released), decoder 12 x 256 / 8 heads
+    "s16-crossmae": {**MAE_RECIPE, "train.epochs": 800, "predictor.width": 256, "predictor.depth": 12,
+                     "predictor.num_heads": 8, "mask.predict_ratio": 0.25},
+    # [d2v2] fairseq data2vec 2.0 base_images_only_task.yaml: 16 x 16 images, 16 clones, lr 1e-3,
+    # 10 warm-up epochs, clip 4, 75 epochs (375300 updates), mask 0.8, top-10 targets
+    "s16-data2vec": {"data.batch_size": 256, "mask.clones": 16, "optim.lr": 1e-3, "optim.warmup_epochs": 10,
+                     "optim.clip_grad": 4.0, "train.epochs": 75, "mask.mask_ratio": 0.8,
+                     "method.target_layers": ["top:10"]},
     "l16-bootleg": {"model.embed_dim": 1024, "model.depth": 24, "model.num_heads": 16,  # [ijepa] vit_large
                     "predictor.depth": 12, "train.epochs": 600},  # [ijepa-p] ViT-L/H predictor, epochs
 }
