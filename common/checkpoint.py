@@ -9,12 +9,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from common.errors import CorruptCheckpointError, first_sentence
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in a nested state that hold NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        bad = state.is_floating_point() and not bool(torch.isfinite(state).all())
+        return [prefix or "<tensor>"] if bad else []
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return []
+    return [name for k, v in items for name in non_finite_tensors(v, f"{prefix}.{k}" if prefix else str(k))]
 
 
 class CheckpointManager:
@@ -82,7 +100,8 @@ class CheckpointManager:
             old.unlink()
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[dict, Path] | None:
-        """The newest checkpoint that loads; unloadable ones are reported and left in place."""
+        """The newest checkpoint that loads and is finite; others are reported and left in place
+        (a run that diverged before finiteness was checked at save time may have saved NaNs)."""
         for step, path in self.list():
             try:
                 state = torch.load(path, map_location=map_location, weights_only=False)
@@ -92,6 +111,9 @@ class CheckpointManager:
                 continue
             if not isinstance(state, dict) or state.get("step") != step:
                 log.warning("skipping checkpoint %s: its content does not match its name", path)
+                continue
+            if bad := non_finite_tensors(state):
+                log.warning("skipping checkpoint %s: %d tensor(s) hold NaN or inf (e.g. %s)", path, len(bad), bad[0])
                 continue
             return state, path
         return None
@@ -126,10 +148,18 @@ def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cp
     if not path.is_file():
         raise FileNotFoundError(
             f"no encoder file at {path}: train a run (python <paper>/launch.py) or `dvc pull` it first")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except PermissionError:
+        raise
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        # torch reports a damaged zip as RuntimeError or OSError (EINVAL), a non-zip as a pickle error
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}: {first_sentence(exc)}); "
+            "export it again from its run (python <paper>/launch.py) or restore it with `dvc pull`") from None
     if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
         keys = sorted(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(
+        raise CorruptCheckpointError(
             f"{path} is not an exported encoder (format {ENCODER_FORMAT!r}; found {keys}). "
             "Export one with common.checkpoint.export_encoder, or convert an official checkpoint "
             "with eval/checkpoints.py")

@@ -16,6 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from common.errors import UserError
+
 COMMON_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 # Keys that say where or how fast a run goes, not what it computes: left out of the hash,
@@ -28,7 +30,7 @@ NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "results_
 IDENTITY_EVAL_KEYS = ("encoder",)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem the user can fix from the command line."""
 
 

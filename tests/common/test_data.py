@@ -59,6 +59,7 @@ def test_prepare_rejects_corrupted_source(tmp_path):
 
 
 def test_missing_fashion_mnist_names_the_fetch_commands(tmp_path):
+    (tmp_path / "data").mkdir()
     with pytest.raises(DatasetNotFoundError) as err:
         data.fashion_mnist("train", root=tmp_path / "data", source=tmp_path / "nowhere")
     message = str(err.value)
@@ -182,7 +183,7 @@ def test_mnist5k_rejects_a_tampered_copy(mnist5k_root, tmp_path):
     path.parent.mkdir()
     arrays["labels"][0] = (arrays["labels"][0] + 1) % 10
     np.savez(path, **arrays)
-    with pytest.raises(ChecksumError, match="delete it and run `python -m common.data prepare"):
+    with pytest.raises(ChecksumError, match="`python -m common.data prepare --root .*` replaces it"):
         get_dataset("mnist5k", "train", root=tmp_path)
     data.prepare_mnist5k(tmp_path)  # prepare replaces a copy that fails verification
     assert len(get_dataset("mnist5k", "train", root=tmp_path)) == 4000

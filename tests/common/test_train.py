@@ -71,6 +71,9 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(toy_overrides, toy_e
     assert done.returncode == 0, done.stderr
     assert "resumed" in done.stderr or (ckpt_dir.parent / "done.json").exists()
     assert_bitwise_equal(encoder_state(run_dir_of(ref)), encoder_state(ckpt_dir.parent))
+    # the steps logged after step 15 before the kill were dropped when the run resumed there
+    steps = [json.loads(line)["step"] for line in (ckpt_dir.parent / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 31))
 
 
 def test_truncated_latest_checkpoint_falls_back_with_warning(toy_overrides, caplog):

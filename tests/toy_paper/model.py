@@ -62,6 +62,7 @@ class ToyMethod(nn.Module):
         self.m0, self.m1 = float(cfg.method.ema_momentum), float(cfg.method.ema_momentum_end)
         self.total_steps = total_steps
         self.nan_at_step = int(cfg.method.nan_at_step)
+        self.inf_weight_at_step = int(cfg.method.inf_weight_at_step)
         self.sleep_s = float(cfg.method.sleep_s)
 
     def _cls(self, net, x):
@@ -85,6 +86,8 @@ class ToyMethod(nn.Module):
     @torch.no_grad()
     def after_step(self, step):
         ema_update(self.teacher, self.student, cosine_schedule(step, self.total_steps, self.m0, self.m1, 0))
+        if step == self.inf_weight_at_step:
+            self.predictor.weight[0, 0] = float("inf")
 
     def param_groups(self):
         return param_groups_weight_decay(nn.ModuleDict({"s": self.student, "p": self.predictor}))
