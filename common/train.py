@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from common import dist
 from common.checkpoint import CheckpointManager, export_encoder, non_finite_tensors, sha256_file
 from common.config import config_hash, save_run_config
-from common.errors import NonFiniteLossError, TrainingInterrupted
 from common.data import ResumableDistributedSampler
+from common.errors import NonFiniteLossError, TrainingInterrupted
 from common.optim import apply_schedule, build_optimizer, scaled_lr
 from common.schedules import cosine_schedule, ijepa_cosine_wd, ijepa_warmup_cosine
 
@@ -522,6 +522,8 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
                         save(epoch + 1, 0)  # what the end-of-epoch checkpoint would hold
                     else:
                         save(epoch, batch_in_epoch)
+                if bar is not None:
+                    bar.close()  # the message goes on a line of its own
                 raise TrainingInterrupted(interrupted_message(cfg, ckpts, step))
         epoch += 1
         batch_in_epoch = 0
