@@ -41,6 +41,19 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def launch_until_step(args: list[str], env: dict, run_dir: Path, step: int) -> subprocess.Popen:
+    """Start a toy run in a subprocess and return once it has logged `step` steps."""
+    proc = subprocess.Popen([*LAUNCH, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=default_sigint)
+    deadline = time.time() + 600
+    log = run_dir / "log.jsonl"
+    while not (log.exists() and len(log.read_text().splitlines()) >= step):
+        assert proc.poll() is None, f"run ended before step {step}: {proc.communicate()}"
+        assert time.time() < deadline, f"the run did not reach step {step}"
+        time.sleep(0.01)
+    return proc
+
+
 # --------------------------------------------------------------------------- divergence
 def test_diverged_state_is_never_checkpointed_and_the_message_names_a_finite_one(toy_overrides, toy_env):
     # a weight becomes inf after step 15 while that step's loss was finite: the checkpoint due
@@ -90,14 +103,7 @@ def test_sigint_stops_between_steps_saves_and_the_relaunch_resumes_exactly(toy_o
 
     args = [*common, "run_name=sigint"]
     run_dir = run_dir_of(load_config("toy_paper", args))
-    proc = subprocess.Popen([*LAUNCH, *args], env=toy_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=default_sigint)
-    deadline = time.time() + 600
-    log = run_dir / "log.jsonl"
-    while not (log.exists() and len(log.read_text().splitlines()) >= 12):  # past the step-10 checkpoint
-        assert proc.poll() is None, f"run ended before it could be interrupted: {proc.communicate()}"
-        assert time.time() < deadline, "the run did not reach step 12"
-        time.sleep(0.01)
+    proc = launch_until_step(args, toy_env, run_dir, 12)  # past the step-10 checkpoint
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
@@ -121,6 +127,21 @@ def test_sigint_stops_between_steps_saves_and_the_relaunch_resumes_exactly(toy_o
     assert resumed.keys() == expected.keys() and all(torch.equal(resumed[k], expected[k]) for k in resumed)
     # the training time adds up over both sessions
     assert json.loads((run_dir / "done.json").read_text())["train_time_s"] > saved["train_time_s"]
+
+
+def test_a_second_sigint_stops_at_once_without_a_mid_step_checkpoint(toy_overrides, toy_env):
+    args = [*toy_overrides, "method.sleep_s=2.0", "run_name=twice"]
+    run_dir = run_dir_of(load_config("toy_paper", args))
+    proc = launch_until_step(args, toy_env, run_dir, 6)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)  # well inside the next two-second step
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    checkpoint = run_dir / "checkpoints" / "step_000000005.pt"
+    assert [x for x in err.splitlines() if x.strip()] == [
+        f"interrupted toy_paper/twice; last checkpoint {checkpoint}; relaunch the same command to resume"]
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == [checkpoint.name]
 
 
 def test_truncate_log_drops_later_steps_and_a_torn_last_line_only(tmp_path):
