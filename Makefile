@@ -25,8 +25,10 @@ data: $(STAMP)
 demo: setup
 	$(PY) bootleg/launch.py
 
+# PYTEST_ARGS selects part of the suite, e.g. make test PYTEST_ARGS='-m "not slurm"' (.ci/run does)
+PYTEST_ARGS ?=
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not slurm and not dvcremote and not slow"

@@ -157,15 +157,9 @@ def make_executor(cluster: DictConfig, folder: Path):
 
 
 def sbatch_preview(cluster: DictConfig, folder: Path, n_jobs: int) -> str:
-    """The #SBATCH header submitit would write for `n_jobs` runs (one array), without submitting."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    slurm = make_executor(cluster, folder)._executor
-    params = dict(slurm.parameters)
-    if n_jobs > 1:
-        params["map_count"] = n_jobs
-    text = _make_sbatch_string(command=slurm._submitit_command_str, folder=slurm.folder, **params)
-    return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
+    """The #SBATCH header of `n_jobs` runs (one array), without submitting and without SLURM here."""
+    from common.sbatch import sbatch_header
+    return sbatch_header(executor_parameters(cluster), folder, n_jobs)
 
 
 def _run_torchrun(paper: str, overrides: list[str], nproc: int, stage: str) -> dict:

@@ -117,11 +117,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"# checkpoint {special['checkpoint']} -> {out}; protocols {protocols}")
         print(OmegaConf.to_yaml(cfg))
         if args.slurm:
-            from common.launch import executor_parameters
+            from common.launch import sbatch_preview
 
-            params = executor_parameters(cluster_config(cluster_overrides, out / "_jobs"))
-            print(f"# submitit parameters ({len(protocols)} job(s) as one array)")
-            print(OmegaConf.to_yaml(OmegaConf.create(params)))
+            print(f"# ---- sbatch parameters ({len(protocols)} protocol(s) as one job array)")
+            print(sbatch_preview(cluster_config(cluster_overrides, out / "_jobs"), out / "_jobs" / "%j",
+                                 len(protocols)))
         return []
     jobs = [EvalJob(special["checkpoint"], p, user_cfg, str(out)) for p in protocols]
     if args.slurm:

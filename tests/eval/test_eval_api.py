@@ -248,6 +248,20 @@ def test_cli_submitit_path_with_the_debug_executor(tiny_encoder, eval_cfg, tmp_p
     assert (out / "knn.json").is_file() and (out / "lowshot.json").is_file()
 
 
+def test_cli_slurm_dry_run_prints_the_sbatch_header_of_the_protocol_array(tmp_path, capsys):
+    """Without SLURM installed too: the header is built without submitit's cluster detection."""
+    from eval.launch import main
+
+    out = tmp_path / "out"
+    main(["--slurm", "--dry-run", "checkpoint=pixels", "protocol=knn,linear,lowshot", f"out={out}",
+          "cluster.partition=gpu", "cluster.gpus_per_node=1"])
+    printed = capsys.readouterr().out
+    for line in ("#SBATCH --array=0-2%3", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
+                 f"#SBATCH --output={out}/_jobs/%A_%a/%A_%a_0_log.out", "#SBATCH --signal=USR2@90"):
+        assert line in printed.splitlines(), printed
+    assert not out.exists()  # a dry run writes nothing
+
+
 def test_image_folder_with_val_split_and_resize(tiny_encoder, tmp_path):
     """ImageNet layout (train/ and val/ class folders, RGB images of mixed sizes) through the
     DataLoader path, with grayscale conversion and short-side resize + centre crop."""

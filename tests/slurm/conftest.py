@@ -1,13 +1,15 @@
 """Tests marked `slurm` run against the real single-node cluster of tests/slurm/cluster.sh.
 
-They are skipped, with the reason printed at the end of the session, when this machine is not
-one the script may touch (not root, not Debian/Ubuntu, a foreign slurm.conf) or when the
-cluster is not up (`tests/slurm/cluster.sh start` first; .ci/run does it).
+They are skipped, with the reason printed at the end of the session, when SLURM is not installed
+(no `sbatch` on PATH), when this machine is not one the script may touch (not root, not
+Debian/Ubuntu, a foreign slurm.conf) or when the cluster is not up (`tests/slurm/cluster.sh start`
+first; .ci/run does it).
 """
 from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,6 +22,9 @@ REPO = CLUSTER_SH.parents[2]
 @functools.cache
 def unavailable_reason() -> str | None:
     """Why the SLURM tests cannot run here, or None when the cluster is up."""
+    if shutil.which("sbatch") is None:
+        return ("SLURM is not installed here (no sbatch on PATH): "
+                "`sudo tests/slurm/cluster.sh start` installs and starts a test cluster")
     try:
         status = subprocess.run(["bash", str(CLUSTER_SH), "status"], capture_output=True, text=True,
                                 timeout=60)

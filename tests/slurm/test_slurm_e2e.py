@@ -211,3 +211,32 @@ def test_job_that_fails_inside_reports_error_and_log_to_the_submitter(workdir, j
     assert str(missing) in out.stderr, f"the submitter does not show the job's error\n{explain(out)}"
     assert str(missing) in stderr_log.read_text(), "the job's log does not hold the error"
     assert final_sacct_states(job, 1)[job][-1] == "FAILED"
+
+
+def test_dry_run_prints_the_header_submitit_writes(workdir, job_env):
+    """The #SBATCH lines `--slurm --dry-run` prints (built by common.sbatch, without submitit, so
+    that they print where SLURM is absent) are those of the file submitit submits for the same
+    command. The jobs are submitted held (`--hold`) and cancelled: nothing runs."""
+    args = ["--slurm", "scale=smoke", *SMALL_JOBS, "cluster.partition=debug", "cluster.array_parallelism=2",
+            "+cluster.additional.comment=header-check", "+cluster.additional.hold=true"]
+    dry = launch(BOOTLEG, ["--dry-run", *args], job_env)
+    assert dry.returncode == 0, explain(dry)
+    printed = [line for line in dry.stdout.splitlines() if line.startswith("#SBATCH")]
+    assert "#SBATCH --hold" in printed and "#SBATCH --partition=debug" in printed, printed
+
+    out = launch(BOOTLEG, ["--no-wait", *args], job_env)
+    assert out.returncode == 0, explain(out)
+    array_ids = {job.split("_")[0] for job, _ in submitted(out.stdout).values()}
+    assert len(array_ids) == 1, out.stdout
+    array_id = array_ids.pop()
+    try:
+        [submission] = workdir.rglob(f"{array_id}_submission.sh")
+        written = [line for line in submission.read_text().splitlines() if line.startswith("#SBATCH")]
+        assert printed == written, f"dry run:\n{chr(10).join(printed)}\nsubmitit wrote:\n{chr(10).join(written)}"
+    finally:
+        subprocess.run(["scancel", array_id], check=True, timeout=30)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["squeue", "--noheader", f"--jobs={array_id}", "--format=%i"],
+                             capture_output=True, text=True, timeout=30).stdout.strip():
+            assert time.monotonic() < deadline, f"held job array {array_id} still queued 60 s after scancel"
+            time.sleep(0.5)
