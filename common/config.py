@@ -25,7 +25,7 @@ COMMON_CONFIGS = Path(__file__).resolve().parent / "configs"
 NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "results_root", "train.out_root",
                      "train.log_every", "train.ckpt_every_steps", "train.keep_checkpoints",
                      "train.progress", "train.threads", "train.dist_timeout_s", "data.num_workers",
-                     "data.root", "eval", "extra_evals")
+                     "data.root", "eval", "extra_evals", "cost")
 # ... except the evaluation keys that decide which encoder a run exports.
 IDENTITY_EVAL_KEYS = ("encoder",)
 

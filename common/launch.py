@@ -285,6 +285,8 @@ def main(paper: str, argv: list[str] | None = None) -> None:
         for spec in specs:
             print(f"# ---- run {spec.name} (config hash {config_hash(spec.cfg)})")
             print(OmegaConf.to_yaml(spec.cfg, resolve=True))
+        from common.cost import cost_report
+        print(cost_report(specs))
         if cluster.executor == "slurm":
             print(f"# ---- sbatch parameters ({len(specs)} run(s) as one job array)")
             print(sbatch_preview(cluster, Path(cluster.folder) / "%j", len(specs)))

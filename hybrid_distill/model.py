@@ -363,6 +363,16 @@ def build_method(cfg, total_steps: int) -> HybridDistill:
         grid_align=m.grid_align, grid_interp=m.grid_interp)
 
 
+def build_method_for_cost(cfg, total_steps: int) -> HybridDistill:
+    """`build_method` with the timm teachers at timm's random initialisation: common/cost.py
+    counts a step's FLOPs from the architecture, before anyone has the weight files."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for spec in cfg.teachers.values():
+        if spec.get("kind", "timm") == "timm":
+            spec.random_weights = True
+    return build_method(cfg, total_steps)
+
+
 class DistillCollate:
     """Stacks images in [0, 1] (each network normalises them itself); for the random-masking
     baseline also draws the keep set, from the RNG the training loop seeds per batch."""

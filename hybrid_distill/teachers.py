@@ -271,18 +271,24 @@ def _resample_pos_embed(state: dict, net: VisionTransformer) -> dict:
 
 def load_timm_teacher(name: str, path: str | Path | None = None, weights_dir: str = DEFAULT_WEIGHTS_DIR,
                       input_size: int | None = None, expected_sha256: str | None = None,
-                      **timm_kwargs) -> FrozenTeacher:
+                      random_weights: bool = False, **timm_kwargs) -> FrozenTeacher:
     """A frozen timm ViT by model name with weights from a local file (never a download).
 
     ``input_size`` builds the model for another resolution (position table resampled);
     ``timm_kwargs`` override the architecture (tests use tiny random teachers).
+    ``random_weights`` keeps timm's initialisation and reads no file: only for counting the
+    cost of a step (common/cost.py), where the architecture is all that matters.
     """
+    if input_size is not None:
+        timm_kwargs["img_size"] = input_size
+    if random_weights:
+        net = timm.create_model(name, pretrained=False, num_classes=0, attn_layer=RelationAttention, **timm_kwargs)
+        return FrozenTeacher(net, net.pretrained_cfg["mean"], net.pretrained_cfg["std"], net.patch_embed.img_size[0],
+                             name, "random weights", None)
     path = Path(path) if path else default_weight_path(name, weights_dir)
     if not path.is_file():
         raise _missing_weights_error(name, path)
     digest = _check_sha256(path, expected_sha256)
-    if input_size is not None:
-        timm_kwargs["img_size"] = input_size
     net = timm.create_model(name, pretrained=False, num_classes=0, attn_layer=RelationAttention, **timm_kwargs)
     state = read_state_dict(path)
     own = net.state_dict()
@@ -335,4 +341,5 @@ def load_teacher(spec, student_grid: tuple[int, int] | None = None) -> FrozenTea
         patch = timm.create_model(spec["name"], pretrained=False, num_classes=0, **probe).patch_embed.patch_size[0]
         input_size = student_grid[0] * patch
     return load_timm_teacher(spec["name"], spec.get("path"), spec.get("weights_dir", DEFAULT_WEIGHTS_DIR),
-                             input_size, spec.get("sha256"), **dict(spec.get("timm_kwargs") or {}))
+                             input_size, spec.get("sha256"), bool(spec.get("random_weights", False)),
+                             **dict(spec.get("timm_kwargs") or {}))
