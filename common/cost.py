@@ -56,11 +56,32 @@ class RunCost:
         return self.step.flops_per_image * self.images_seen / 1e15
 
 
+def _attention_flops(query, key, value, *args, out_val=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+    return sdpa_flop_count(query.shape, key.shape, value.shape)
+
+
+def _attention_backward_flops(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+    return sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
+
+
+_attention_flops._get_raw = _attention_backward_flops._get_raw = True  # called with the tensors
+
+
 def counted_flops(fn, *args, **kwargs) -> tuple[int, object]:
-    """FLOPs of `fn(*args, **kwargs)` as FlopCounterMode counts them (2 per multiply-add)."""
+    """FLOPs of `fn(*args, **kwargs)` as FlopCounterMode counts them (2 per multiply-add).
+
+    FlopCounterMode knows the CUDA attention kernels but not the CPU one that
+    `scaled_dot_product_attention` runs here, which it would count as zero: it is given the
+    same formulas (the operands have the same layout).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    aten = torch.ops.aten
+    cpu_attention = {aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
+                     aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
         out = fn(*args, **kwargs)
     return counter.get_total_flops(), out
 
@@ -210,6 +231,8 @@ def run_costs(specs, measure=measure_step) -> list[RunCost]:
     for spec in specs:
         cfg = spec.cfg
         key = step_key(cfg)
+        if not cfg.cost.measure:
+            cache[key] = ValueError("cost.measure=false")
         if key not in cache:
             try:
                 cache[key] = measure(cfg)

@@ -31,7 +31,7 @@ def test_missing_teacher_without_build_command_names_the_fix(tmp_path):
 
 
 def test_paper_scale_slurm_dry_run_prints_the_job_array(capsys):
-    run(["--dry-run", "--slurm", "experiment=table1"])
+    run(["--dry-run", "--slurm", "experiment=table1", "cost.measure=false"])  # the cost: tests/common/test_cost.py
     out = capsys.readouterr().out
     assert "# ---- run b300_hybrid_clip" in out and "# ---- run l40_hybrid_clip" in out
     assert "#SBATCH --array=0-5" in out and "#SBATCH --gpus-per-node=8" in out

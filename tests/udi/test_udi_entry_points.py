@@ -11,7 +11,7 @@ from udi import tables
 
 
 def test_dry_run_slurm_prints_the_paper_job_array(capsys):
-    main(paper="udi", argv=["--dry-run", "--slurm", "experiment=ablation_window"])
+    main(paper="udi", argv=["--dry-run", "--slurm", "experiment=ablation_window", "cost.measure=false"])
     out = capsys.readouterr().out
     for window in range(1, 5):
         assert f"# ---- run window{window}" in out
