@@ -161,7 +161,8 @@ def _sample_batch(paper, cfg: DictConfig):
     path_based = ":" in str(cfg.data.name)
     with contextlib.ExitStack() as stack:
         if path_based:
-            root = stack.enter_context(_synthetic_folder(int(cfg.data.img_size), int(cfg.model.in_chans)))
+            size = cfg.data.get("img_size") or cfg.model.img_size
+            root = stack.enter_context(_synthetic_folder(int(size), int(cfg.model.in_chans)))
             cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
             cfg.data.name, cfg.data.train_subset = f"imagefolder:{root}", None
         seed_everything(int(cfg.train.seed))
@@ -236,10 +237,11 @@ def run_costs(specs, measure=measure_step) -> list[RunCost]:
         if key not in cache:
             try:
                 cache[key] = measure(cfg)
-            except (OSError, ValueError, KeyError, RuntimeError) as exc:  # e.g. a teacher file not built yet
+            except Exception as exc:  # noqa: BLE001 (e.g. a teacher not built yet): the row says why
                 cache[key] = exc
         step = cache[key] if isinstance(cache[key], StepCost) else None
-        notes = [] if step else [f"step not measured: {str(cache[key]).splitlines()[0]}"]
+        notes = [] if step else [f"step not measured: {type(cache[key]).__name__}: "
+                                 f"{str(cache[key]).splitlines()[0]}"]
         try:
             per_epoch, source = epoch_images(cfg)
         except (OSError, ValueError, KeyError) as exc:
