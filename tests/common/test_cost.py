@@ -93,3 +93,17 @@ def test_dry_run_prints_the_cost_of_every_run_and_the_total(toy_overrides, capsy
     assert set(rows) == {"toy-a", "toy-b", "**total**"}
     for name in ("toy-a", "toy-b"):
         assert "?" not in "".join(rows[name]) and float(rows[name][1]) > 0, rows[name]
+
+
+def test_a_training_step_counts_backward_and_the_teacher(toy_overrides):
+    """The toy method's step: the student's forward on two views with their backward (about
+    2x the forward) and the EMA teacher's forward on one view: about 7 student forwards."""
+    from common.cost import measure_step
+
+    cfg = load_config("toy_paper", toy_overrides)
+    m = cfg.model
+    forward = vit_forward_flops(m.img_size, m.patch_size, m.in_chans, m.embed_dim, m.depth, 4.0,
+                                prefix=m.num_class_tokens)
+    step = measure_step(cfg)
+    assert 6.5 * forward < step.flops_per_image < 8 * forward, step.flops_per_image / forward
+    assert step.activation_bytes_per_image > 0 and step.trainable < step.params  # the teacher is frozen
