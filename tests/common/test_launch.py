@@ -77,7 +77,8 @@ def test_preempted_job_checkpoint_resubmission_finishes_identically(toy_override
 
 def test_dry_run_prints_config_and_sbatch_array(toy_env, tmp_path):
     out = subprocess.run([*LAUNCH, "--slurm", "--dry-run", "experiment=pair", "cluster.partition=gpu",
-                          "cluster.gpus_per_node=8", "cluster.tasks_per_node=8"],
+                          "cluster.gpus_per_node=8", "cluster.tasks_per_node=8",
+                          "cost.measure=false"],  # the cost table: tests/common/test_cost.py
                          env=toy_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "# ---- run toy-a" in out.stdout and "# ---- run toy-b" in out.stdout
