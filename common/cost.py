@@ -284,8 +284,9 @@ def cost_table(specs, costs: list[RunCost]) -> str:
         lines.append(f"| {c.name} | {_num(step and step.params / 1e6)} | {_num(step and step.flops_per_image / 1e9)} "
                      f"| {_num(c.images_seen)} | {_num(pf)} | {_num(hours)} | {c.per_gpu_batch} | {_num(memory)} |")
     images = sum(c.images_seen or 0 for c in costs)
-    lines.append(f"| **total{'' if complete else ' (known rows)'}** | | | {_num(images)} | {_num(total_pflops)} "
-                 f"| {_num(total_hours)} | | |")
+    known = any(c.pflops() is not None for c in costs)
+    lines.append(f"| **total{'' if complete else ' (known rows)'}** | | | {_num(images)} "
+                 f"| {_num(total_pflops if known else None)} | {_num(total_hours if known else None)} | | |")
     lines += [f"# {c.name}: {c.note}" for c in costs if c.note]
     return "\n".join(lines)
 

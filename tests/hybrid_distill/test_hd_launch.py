@@ -34,5 +34,5 @@ def test_paper_scale_slurm_dry_run_prints_the_job_array(capsys):
     run(["--dry-run", "--slurm", "experiment=table1", "cost.measure=false"])  # the cost: tests/common/test_cost.py
     out = capsys.readouterr().out
     assert "# ---- run b300_hybrid_clip" in out and "# ---- run l40_hybrid_clip" in out
-    assert "#SBATCH --array=0-5" in out and "#SBATCH --gpus-per-node=8" in out
+    assert "#SBATCH --array=0-6" in out and "#SBATCH --gpus-per-node=8" in out
     assert "name: vit_large_patch14_clip_quickgelu_224.openai" in out  # the ViT-L run's teachers
