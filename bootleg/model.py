@@ -298,6 +298,9 @@ class MaskedPrediction(nn.Module):
     def encoder_for_eval(self) -> ViT:
         return self.teacher if self.eval_encoder == "teacher" else self.student
 
+    def monitored_encoders(self) -> dict[str, ViT]:
+        return {"student": self.student, **({"teacher": self.teacher} if self.teacher is not None else {})}
+
     def export_meta(self) -> dict:
         return {**self.meta, "encoder": self.eval_encoder}
 

@@ -66,7 +66,7 @@ def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
                 "experiment": cfg.experiment_name, "config_hash": summary["config_hash"],
                 "train_time_s": summary.get("train_time_s"),
                 "train_peak_memory_mb": summary.get("peak_memory_mb"),
-                "train_hardware": summary.get("hardware")}
+                "train_hardware": summary.get("hardware"), "health": summary.get("health")}
     jobs = [(protocol, cfg.eval, out_dir, run_info) for protocol in protocols]
     extras = OmegaConf.to_container(cfg.extra_evals, resolve=True) if cfg.get("extra_evals") else {}
     for name, extra in extras.items():

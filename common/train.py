@@ -32,6 +32,7 @@ from common.checkpoint import CheckpointManager, export_encoder, non_finite_tens
 from common.config import config_hash, save_run_config
 from common.data import ResumableDistributedSampler
 from common.errors import NonFiniteLossError, TrainingInterrupted
+from common.hooks import HookRunner, load_hooks
 from common.optim import apply_schedule, build_optimizer, scaled_lr
 from common.schedules import cosine_schedule, ijepa_cosine_wd, ijepa_warmup_cosine
 
@@ -456,6 +457,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
         }, step)
 
     logger = JsonlLogger(run_dir / "log.jsonl", main)
+    monitor = HookRunner(load_hooks(cfg), logger, main)
     sampler = ResumableDistributedSampler(len(dataset), num_replicas=dist.world_size(),
                                           rank=dist.rank(), seed=seed, shuffle=True, drop_last=True)
     bar = _progress(plan.total_steps, step, main and cfg.train.get("progress", True),
@@ -467,6 +469,8 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     cost = TrainingCost(*cost_before)
     method.train()
     stop.armed = True
+    if step == 0:
+        t_last += monitor(step, epoch, plan.total_steps, method)
     while epoch < int(cfg.train.epochs):
         sampler.set_epoch(epoch)
         sampler.set_start_batch(batch_in_epoch, plan.per_rank_batch)
@@ -505,6 +509,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
             images_since += plan.global_batch
             if bar is not None:
                 bar.update(1)
+            t_last += monitor(step, epoch, plan.total_steps, method)
             if step % log_every == 0 or step == plan.total_steps:
                 now = time.perf_counter()
                 record = {"step": step, "epoch": epoch, "lr": lr, "wd": wd,
@@ -513,7 +518,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
                 logger.write(record)
                 if bar is not None:
                     bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}",
-                                    img_s=f"{record['img_per_s']:.0f}")
+                                    img_s=f"{record['img_per_s']:.0f}", **monitor.postfix)
             if ckpt_every > 0 and step % ckpt_every == 0 and batch_in_epoch < plan.steps_per_epoch:
                 save(epoch, batch_in_epoch)
             if stop.requested:
@@ -539,6 +544,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     if previous:  # re-export only: the training cost and commit are the original ones
         summary.update({k: previous[k] for k in ("train_time_s", "peak_memory_mb", "hardware", "git_commit")
                         if k in previous})
+    summary["health"] = monitor.summary()
     if main:
         meta = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
                 "config_hash": digest, "step": step,

@@ -32,11 +32,16 @@ def image_shape(dataset) -> tuple[int, int]:
     return int(c), int(h)
 
 
+def val_split_of(cfg) -> str:
+    """``eval.val_split``, else ``val`` for ImageNet-layout folders and ``test`` for the rest."""
+    return cfg.val_split or ("val" if str(cfg.data).startswith("imagefolder:") else "test")
+
+
 def build_context(encoder_path, cfg, out_dir) -> EvalContext:
     from common.data import get_dataset
     from common.train import resolve_device
 
-    val_split = cfg.val_split or ("val" if str(cfg.data).startswith("imagefolder:") else "test")
+    val_split = val_split_of(cfg)
     train = get_dataset(cfg.data, "train", root=cfg.root, subset=cfg.train_subset, seed=int(cfg.seed))
     val = get_dataset(cfg.data, val_split, root=cfg.root, subset=cfg.val_subset, seed=int(cfg.seed))
     encoder = load_encoder_spec(str(encoder_path), cfg.data, image_shape(train), seed=int(cfg.seed))

@@ -257,6 +257,9 @@ class SDSSL(nn.Module):
         """The teacher backbone (MoCo v3, BYOL) or the student (SimCLR), as the official code evaluates."""
         return self.teacher if self.teacher is not None else self.student
 
+    def monitored_encoders(self) -> dict[str, ViT]:
+        return {"student": self.student, **({"teacher": self.teacher} if self.teacher is not None else {})}
+
     def export_meta(self) -> dict:
         return dict(self.input_meta, feature="cls", framework=self.framework, distilled_layers=self.layers)
 

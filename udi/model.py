@@ -279,6 +279,9 @@ class SelfDistillation(nn.Module):
             raise ValueError(f"eval.encoder={self.eval_encoder!r}: UDI/DINO export 'teacher' (default) or 'student'")
         return (self.teacher if self.eval_encoder == "teacher" else self.student).backbone
 
+    def monitored_encoders(self) -> dict[str, ViT]:
+        return {"student": self.student.backbone, "teacher": self.teacher.backbone}
+
     def export_meta(self) -> dict:
         tokens = ["cls", "cls_plus"][: self.num_cls_tokens]
         return {"feature": "cls", "class_tokens": tokens, "encoder": self.eval_encoder, **self.export}
