@@ -24,11 +24,11 @@ block that holds every masked position.
 from __future__ import annotations
 
 import copy
-import math
 from functools import partial
 
 import torch
 import torch.nn as nn
+from omegaconf import OmegaConf
 from timm.layers import LayerNorm
 from timm.models.vision_transformer import Block
 from torchvision.transforms import v2
@@ -39,31 +39,13 @@ from bootleg.masks import MaskCollator, build_mask_generator
 from common.data import STATS, TransformedDataset, flip, get_dataset, normalize, random_resized_crop
 from common.ema import ema_update, momentum_schedule
 from common.optim import param_groups as weight_decay_groups
-from common.vit import ViT, sincos_pos_embed_2d
+from common.vit import ViT, ijepa_init, sincos_pos_embed_2d
 
 TARGET_KINDS = ("hidden", "pixels", "pixels+hidden")
 TARGET_SOURCES = ("residual", "ffn")
 EVAL_ENCODERS = {"teacher": "teacher", "target": "teacher", "student": "student",
                  "context": "student"}
 FINAL = "final"
-
-
-# ----------------------------------------------------------------------------- init
-def ijepa_init(module: nn.Module, blocks: nn.ModuleList, std: float = 0.02) -> None:
-    """I-JEPA's init: trunc-normal linear and conv weights, zero biases, unit LayerNorm,
-    then each block's residual projections divided by sqrt(2 * block index)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(m.weight, std=std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    with torch.no_grad():
-        for i, block in enumerate(blocks, start=1):
-            block.attn.proj.weight.div_(math.sqrt(2.0 * i))
-            block.mlp.fc2.weight.div_(math.sqrt(2.0 * i))
 
 
 # ----------------------------------------------------------------------------- predictor
@@ -328,11 +310,12 @@ def build_method(cfg, total_steps: int) -> MaskedPrediction:
     eval_encoder = cfg.eval.encoder
     if eval_encoder not in EVAL_ENCODERS:
         raise ValueError(f"eval.encoder={eval_encoder!r}; choose one of {sorted(EVAL_ENCODERS)}")
-    student = ViT(**cfg.model)
-    if m.init == "ijepa":
-        ijepa_init(student, student.blocks)
-    elif m.init != "timm":
+    if m.init not in ("ijepa", "timm"):
         raise ValueError(f"method.init={m.init!r}; choose 'ijepa' or 'timm'")
+    arch = OmegaConf.to_container(cfg.model, resolve=True)
+    if m.init == "ijepa":  # in the arch, so the encoder's random-init floor gets it too
+        arch["weight_init"] = "ijepa"
+    student = ViT(**arch)
     hidden = None
     out_dim = 0
     if "pixels" in m.targets:

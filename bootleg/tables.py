@@ -4,8 +4,10 @@
 
 An experiment name is ``<experiment>-<scale>`` (``experiment_name`` of the config), so the
 records are looked up where that experiment at that scale writes them. Every table carries
-the two floor rows (raw pixels and a randomly initialised encoder of the same architecture)
-under the same protocols; when the runs are local they are evaluated here if missing.
+the floor rows under the same protocols: raw pixels, and one randomly initialised encoder per
+distinct init of its runs (Bootleg and I-JEPA start from I-JEPA's init, MAE from timm's), each
+with the architecture and init of a run that uses it; when the runs are local they are
+evaluated here if missing.
 """
 from __future__ import annotations
 
@@ -43,20 +45,23 @@ def read_records(directory: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
 
 
-def floor_specs(cfg) -> dict[str, str]:
-    """Floor row name -> eval spec; the random encoder copies the first run's architecture."""
-    first_run = next(iter(cfg.runs))
-    encoder = Path(cfg.train.out_root) / cfg.paper / first_run / "encoder.pt"
-    return {"raw pixels (floor)": "pixels", "random init (floor)": f"random:{encoder}"}
+def floor_specs(cfg) -> dict[str, tuple[str, Path]]:
+    """Floor row name -> (eval spec, records directory): raw pixels, then a random encoder for
+    each distinct init among the runs' encoders (its arch, init included, is the first such
+    run's). Floors live beside the experiment's records: their eval settings are the
+    experiment's (subsets, epochs), so another table's floors must not overwrite them."""
+    from common.checkpoint import load_encoder
+    from eval.encoders import floor_label, init_name
 
-
-def floor_dir(cfg, spec: str) -> Path | None:
-    """Floors live beside the experiment's records: their eval settings are the experiment's
-    (subsets, epochs), so another table's floors must not overwrite them."""
-    if spec.startswith("random:") and not Path(spec.split(":", 1)[1]).exists():
-        return None
-    kind = "pixels" if spec == "pixels" else "random-init"
-    return Path(cfg.results_root) / cfg.paper / f"floors-{cfg.experiment_name}" / kind
+    root = Path(cfg.results_root) / cfg.paper / f"floors-{cfg.experiment_name}"
+    specs = {"raw pixels (floor)": ("pixels", root / "pixels")}
+    for run in cfg.runs:
+        encoder = Path(cfg.train.out_root) / cfg.paper / run / "encoder.pt"
+        if not encoder.exists():
+            continue
+        init = init_name(load_encoder(encoder)[0].arch)
+        specs.setdefault(f"{floor_label('random', init)} (floor)", (f"random:{encoder}", root / f"random-init-{init}"))
+    return specs
 
 
 def ensure_floors(cfg) -> None:
@@ -64,10 +69,7 @@ def ensure_floors(cfg) -> None:
     settings (a changed probe schedule re-evaluates them; local runs only: cheap at mini scale)."""
     from eval.api import evaluate_unless_current
 
-    for spec in floor_specs(cfg).values():
-        out = floor_dir(cfg, spec)
-        if out is None:
-            continue
+    for spec, out in floor_specs(cfg).values():
         for protocol in cfg.eval.protocols:
             evaluate_unless_current(spec, protocol, cfg.eval, out_dir=out)
 
@@ -120,9 +122,8 @@ def render(name: str = "compare-mini", compute_floors: bool | None = None, overr
         lines.append(f"| {label} | " + " | ".join(cells) +
                      f" | {_duration(train_s)} | {paper} |")
         provenance += [_provenance(f"{run}/{p}", records[p]) for p in protocols if p in records]
-    for label, spec in floor_specs(cfg).items():
-        out = floor_dir(cfg, spec)
-        records = read_records(out) if out is not None else {}
+    for label, (_, out) in floor_specs(cfg).items():
+        records = read_records(out)
         lines.append(f"| {label} | " + " | ".join(_fmt(records.get(p)) for p in protocols) + " | - | - |")
         provenance += [_provenance(f"{out.name}/{p}", records[p]) for p in protocols if p in records]
     lines += ["", "Top-1 accuracy (%) on the test split. Provenance:", ""]

@@ -50,6 +50,7 @@ __all__ = [
     "ViTOutput",
     "RelationAttention",
     "sincos_pos_embed_2d",
+    "ijepa_init",
     "load_state_dict_checked",
     "attention_probs",
 ]
@@ -57,7 +58,8 @@ __all__ = [
 POS_EMBED_KINDS = ("learn", "sincos")
 GLOBAL_POOLS = ("token", "avg", "")
 ACT_LAYERS = ("gelu", "quick_gelu")
-WEIGHT_INITS = ("", "jax", "moco")  # timm's schemes; "" is timm's default (trunc-normal 0.02)
+# timm's schemes ("" is timm's default, trunc-normal 0.02) and I-JEPA's (``ijepa_init``)
+WEIGHT_INITS = ("", "jax", "moco", "ijepa")
 
 
 class RelationAttention(Attention):
@@ -150,6 +152,24 @@ class ViTOutput:
         return self.tokens[:, : self.num_class_tokens]
 
 
+def ijepa_init(module: nn.Module, blocks: nn.ModuleList, std: float = 0.02) -> None:
+    """I-JEPA's init (facebookresearch/ijepa ``_init_weights`` + ``fix_init_weight``): trunc-normal
+    linear and conv weights, zero biases, unit LayerNorm, then each block's residual
+    projections divided by sqrt(2 * block index)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    with torch.no_grad():
+        for i, block in enumerate(blocks, start=1):
+            block.attn.proj.weight.div_(math.sqrt(2.0 * i))
+            block.mlp.fc2.weight.div_(math.sqrt(2.0 * i))
+
+
 def _to_pair(size: int | Iterable[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
@@ -167,7 +187,8 @@ class ViT(VisionTransformer):
     with antialiased bicubic interpolation; DINO-style code bases use plain bicubic, False),
     ``pre_norm`` (LayerNorm before the blocks, no patch bias: CLIP), ``norm_eps``
     (1e-5 for CLIP), ``act_layer`` (``"quick_gelu"`` for OpenAI CLIP) and ``weight_init``
-    (timm's init scheme, ``""`` or ``"moco"`` / ``"jax"``).
+    (timm's init scheme, ``""`` or ``"moco"`` / ``"jax"``, or I-JEPA's ``"ijepa"``). The init is
+    part of ``arch``, so ``ViT(**arch)`` -- e.g. a random-init floor -- starts like the run did.
 
     Class tokens are initialised as timm does (normal, std 1e-6) and a learned position
     embedding as trunc-normal std 0.02; a method whose reference code differs re-initialises
@@ -285,8 +306,8 @@ class ViT(VisionTransformer):
             self.pos_embed = nn.Parameter(torch.empty(1, self.patch_embed.num_patches + self.num_prefix_tokens, embed_dim))
         # Same call, and so the same random draws, as timm's own constructor: with one class
         # token a seeded ViT starts from exactly the weights of a seeded timm model.
-        self.weight_init_mode = weight_init
-        self.init_weights(needs_reset=False)
+        self.weight_init_mode = "" if weight_init == "ijepa" else weight_init  # timm's own modes only
+        self.init_weights(weight_init, needs_reset=False)
         for block in self.blocks:
             block.attn.fused_attn = fused_attn
         self.set_grad_checkpointing(grad_checkpointing)
@@ -294,8 +315,11 @@ class ViT(VisionTransformer):
     # ------------------------------------------------------------------ construction
     def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
         """timm's initialisation, then the fixed parts (sin-cos table, frozen projection),
-        so that re-initialising never turns them into random trainable weights."""
-        super().init_weights(mode, needs_reset)
+        so that re-initialising never turns them into random trainable weights. ``ijepa``:
+        timm's default first (the same random draws), then ``ijepa_init``."""
+        super().init_weights("" if mode == "ijepa" else mode, needs_reset)
+        if mode == "ijepa":
+            ijepa_init(self, self.blocks)
         if self.pos_embed_kind == "sincos":
             self._set_sincos_pos_embed()
         if self.freeze_patch_embed:

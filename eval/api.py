@@ -10,7 +10,7 @@ import torch
 
 from eval import settings
 from eval.context import EvalContext
-from eval.encoders import load as load_encoder_spec
+from eval.encoders import init_name, load as load_encoder_spec
 from eval.features import Extraction, Preprocess
 from eval.records import Stopwatch, make_record, write_record
 
@@ -57,7 +57,8 @@ def identity_of(ctx: EvalContext, cfg, run_info: dict | None) -> dict:
     ident = {"method": meta.get("method"), "paper": meta.get("paper"), "run": meta.get("run"),
              "table": cfg.table, "row": cfg.row, "checkpoint_sha256": ctx.encoder.sha256,
              "config_hash": meta.get("config_hash"), "encoder_kind": ctx.encoder.kind,
-             "eval_encoder": cfg.encoder, "train_git_commit": meta.get("train_git_commit")}
+             "eval_encoder": cfg.encoder, "train_git_commit": meta.get("train_git_commit"),
+             "init": init_name(ctx.encoder.arch) if ctx.encoder.arch else None}
     ident.update({k: v for k, v in (run_info or {}).items() if v is not None})
     return ident
 

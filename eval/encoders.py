@@ -5,7 +5,9 @@
 * ``pixels``: the raw normalised pixels (flattened for image-level features, patchified for
   the attentive probe) -- the lower floor of every table (DESIGN.md);
 * ``random:<encoder.pt or arch .json>``: the same architecture, randomly initialised with
-  ``seed`` -- what pretraining is measured against.
+  ``seed`` -- what pretraining is measured against. The init scheme is part of the
+  architecture (``weight_init``: timm's default, ``moco``, ``ijepa``...), so the floor starts
+  as the run it is the floor for did; its meta ``init`` and its run name carry that scheme.
 """
 from __future__ import annotations
 
@@ -69,6 +71,18 @@ def _default_meta(data: str, in_chans: int, img_size: int) -> dict:
     return {"img_size": img_size, "in_chans": in_chans, "mean": list(mean), "std": list(std)}
 
 
+def init_name(arch: dict) -> str:
+    """The init scheme a ViT of ``arch`` starts from (``timm`` for timm's default)."""
+    return arch.get("weight_init") or "timm"
+
+
+def floor_label(method: str, init: str | None = None) -> str:
+    """Table label of a floor row: ``raw pixels`` or ``random init (<init> init)``."""
+    if method == "pixels":
+        return "raw pixels"
+    return f"random init ({init} init)" if init else "random init"
+
+
 def _sha_of(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -109,7 +123,8 @@ def load(spec: str, data: str = "fashion_mnist", data_shape: tuple[int, int] | N
             meta = dict(meta)
         torch.manual_seed(seed)
         model = ViT(**arch).eval()
-        meta.update(method="random", run=f"random-{_sha_of(json.dumps(arch, sort_keys=True))[:8]}")
+        init = init_name(arch)
+        meta.update(method="random", init=init, run=f"random-{init}-{_sha_of(json.dumps(arch, sort_keys=True))[:8]}")
         sha = _sha_of(json.dumps({"arch": arch, "seed": seed}, sort_keys=True))
         return EvalEncoder(model, meta, sha, "random", arch)
     path = _encoder_file(Path(spec))

@@ -17,10 +17,11 @@ from pathlib import Path
 if __name__ == "__main__" and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parents[1])  # see eval/launch.py
 
+from eval.encoders import floor_label  # noqa: E402
 from eval.records import load_records  # noqa: E402
 from eval.settings import PROTOCOLS  # noqa: E402
 
-FLOORS = {"pixels": "floor: raw pixels", "random": "floor: random init"}
+FLOORS = ("pixels", "random")
 PER_LAYER = {  # plot name -> (protocol, metric regex with the block number as group 1, y label)
     "linear_per_layer": ("linear", r"^linear/[a-z_]+@(\d+)/best/top1$", "linear probe top-1 (%)"),
     "knn_per_layer": ("knn", r"^knn/[a-z_]+@(\d+)/k20/top1$", "k-NN top-1 (%), k=20"),
@@ -66,7 +67,8 @@ def table(records: list[dict], paper_values: dict | None = None, protocols: list
         header += [p] + ([f"{p} (paper)"] if paper[p] else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (floor, method, run), by_protocol in sorted(rows.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), str(kv[0][2]))):
-        cells = [FLOORS.get(method, str(method)) if floor else str(method), str(run or "")]
+        init = next(iter(by_protocol.values())).get("init")
+        cells = [f"floor: {floor_label(method, init)}" if floor else str(method), str(run or "")]
         for p in protocols:
             rec = by_protocol.get(p)
             cells.append(_fmt(rec["value"]) if rec else "–")

@@ -5,7 +5,7 @@ config, so the rows of RESULTS.md are comparable: k-NN, linear (final token and 
 block), attentive probe, low-shot 1%/10%, and k-NN transfer to MNIST-5k.
 
     python scripts/cross_eval.py --run bootleg-mini          # records in results/cross/<run>/
-    python scripts/cross_eval.py --floors                    # pixels + random init of each arch
+    python scripts/cross_eval.py --floors                    # pixels + a random encoder per init
 """
 from __future__ import annotations
 
@@ -45,11 +45,26 @@ def evaluate_all(encoder: str, out_dir: Path, scale: str, run_info: dict | None 
     evaluate(encoder, "knn", {**cfg, **TRANSFER}, out_dir=out_dir / "mnist5k", run_info=run_info)
 
 
+def random_floor_sources(runs: dict, runs_root: Path) -> dict[str, Path]:
+    """Init scheme -> the encoder of the first run that starts from it: one random-init floor
+    per distinct init, with that run's architecture (runs not trained yet are skipped)."""
+    from common.checkpoint import load_encoder
+    from eval.encoders import init_name
+
+    sources: dict[str, Path] = {}
+    for run, item in runs.items():
+        encoder = runs_root / item["paper"] / run / "encoder.pt"
+        if encoder.exists():
+            sources.setdefault(init_name(load_encoder(encoder)[0].arch), encoder)
+    return sources
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", nargs="+", help="run names of dvc_runs.yaml")
-    what.add_argument("--floors", action="store_true", help="raw pixels and a random encoder of the mini arch")
+    what.add_argument("--floors", action="store_true",
+                      help="raw pixels and a random encoder per distinct init of the trained runs")
     p.add_argument("--scale", choices=("smoke", "mini"), default="mini")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--results", default="results/cross")
@@ -57,10 +72,9 @@ def main(argv=None) -> int:
     out = Path(args.results)
     if args.floors:
         evaluate_all("pixels", out / "floors" / "pixels", args.scale, {"method": "pixels", "run": "pixels"})
-        reference = next(iter(runs_table().items()))
-        arch_source = Path(args.runs_root) / reference[1]["paper"] / reference[0] / "encoder.pt"
-        evaluate_all(f"random:{arch_source}", out / "floors" / "random", args.scale,
-                     {"method": "random", "run": "random"})
+        for init, source in random_floor_sources(runs_table(), Path(args.runs_root)).items():
+            evaluate_all(f"random:{source}", out / "floors" / f"random-{init}", args.scale,
+                         {"method": "random", "run": f"random-{init}"})
         return 0
     runs = runs_table()
     unknown = [r for r in args.run if r not in runs]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from eval.encoders import floor_label
 from eval.records import load_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def render(results: Path, out: Path, plots: Path) -> str:
              " | best block (linear) | pretrain time (min) | pretrain peak mem (GB) |",
              "|" + "---|" * (len(COLUMNS) + 6)]
     ordered = sorted(runs.items(), key=lambda kv: (PAPER_ORDER.index(kv[1]["paper"]), kv[0]))
-    names = [name for name, _ in ordered] + ["pixels", "random"]
+    names = [name for name, _ in ordered] + ["pixels"] + sorted(r for r in rows if r.startswith("random"))
     for name in names:
         recs = rows.get(name, {})
         if not recs:
@@ -103,7 +104,8 @@ def render(results: Path, out: Path, plots: Path) -> str:
         seconds, mem = train_cost(runs.get(name, {}).get("paper"), name)
         cost = [f"{seconds / 60:.1f}" if seconds else "–", f"{mem / 1024:.2f}" if mem else "–"]
         cells = [_cell(recs.get((proto, sub)), metric, out) for _, proto, metric, sub in COLUMNS]
-        lines.append(f"| {paper} | {any_rec.get('method')} | {name} | " + " | ".join([*cells, best, *cost]) + " |")
+        method = floor_label(any_rec["method"], any_rec.get("init")) if paper == "floor" else any_rec.get("method")
+        lines.append(f"| {paper} | {method} | {name} | " + " | ".join([*cells, best, *cost]) + " |")
     hardware = sorted({r.get("train_hardware") or r.get("hardware") for recs in rows.values() for r in recs.values()})
     commits = sorted({r["git_commit"] for recs in rows.values() for r in recs.values()})
     lines += ["", f"Hardware: {'; '.join(h for h in hardware if h)}. Evaluation commits: {', '.join(commits)}.", ""]
