@@ -27,11 +27,24 @@ class HeadSpec:
 
 
 class LinearHead(nn.Module):
-    """(BatchNorm1d(affine=False, eps 1e-6) ->) Linear, weights ~ N(0, init_std), bias 0."""
+    """(standardisation ->) (BatchNorm1d(affine=False, eps 1e-6) ->) Linear, weights ~
+    N(0, init_std), bias 0.
 
-    def __init__(self, in_dim: int, num_classes: int, bn: bool = False, init_std: float = 0.01):
+    ``standardize``: a fixed per-dimension ``(x - mean) / std`` with the training features'
+    statistics (``fit_standardization``), saved with the head. Unlike BatchNorm's eps, it is
+    exactly invariant to a per-dimension affine map of the features, so near-constant features
+    (a large common offset, a tiny spread: JEPA encoders at init) are as well conditioned as
+    any others.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, bn: bool = False, init_std: float = 0.01,
+                 standardize: bool = False):
         super().__init__()
         self.in_dim, self.num_classes = int(in_dim), int(num_classes)
+        self.standardize = bool(standardize)
+        if self.standardize:
+            self.register_buffer("shift", torch.zeros(in_dim))
+            self.register_buffer("scale", torch.ones(in_dim))
         self.bn = nn.BatchNorm1d(in_dim, affine=False, eps=1e-6) if bn else nn.Identity()
         self.linear = nn.Linear(in_dim, num_classes)
         nn.init.normal_(self.linear.weight, std=init_std)
@@ -41,7 +54,21 @@ class LinearHead(nn.Module):
         if x.shape[-1] != self.in_dim:
             raise ValueError(f"this probe expects {self.in_dim}-dim features but got {x.shape[-1]}-dim ones: "
                              "extract the feature the probe was trained on (see its `feature`)")
-        return self.linear(self.bn(x.float()))
+        x = x.float()
+        if self.standardize:
+            x = (x - self.shift) * self.scale
+        return self.linear(self.bn(x))
+
+    @torch.no_grad()
+    def fit_standardization(self, features: torch.Tensor) -> None:
+        """Mean and 1/std per dimension of ``features`` ``[N, in_dim]`` (float64); a dimension
+        with no spread at all gets scale 0 (it carries nothing)."""
+        if not self.standardize:
+            raise ValueError("this head was built with standardize=False")
+        x = features.double()
+        mean, std = x.mean(dim=0), x.std(dim=0)
+        self.shift.copy_(mean)
+        self.scale.copy_(torch.where(std > 0, 1.0 / std, torch.zeros_like(std)))
 
 
 def build_optimizer(kind: str, groups: list[dict], momentum: float = 0.9):
@@ -168,6 +195,7 @@ def load_probe(path: str | Path) -> tuple[LinearHead, str]:
     if payload["kind"] != "LinearHead":
         raise ValueError(f"{path} holds a {payload['kind']}; load it with its own module")
     cfg = payload["config"]
-    head = LinearHead(payload["in_dim"], payload["num_classes"], bn=cfg.get("bn", False))
+    head = LinearHead(payload["in_dim"], payload["num_classes"], bn=cfg.get("bn", False),
+                      standardize=cfg.get("standardize", False))
     head.load_state_dict(payload["state_dict"])
     return head.eval(), payload["feature"]

@@ -101,8 +101,12 @@ def run(ctx) -> tuple[dict, str, dict]:
     dims = {f: v.shape[-1] for f, v in val.items()}
     # torch seeds every process at random: the heads' initial weights must come after this
     torch.manual_seed(int(ctx.cfg.seed))
-    heads = {s.name: LinearHead(dims[s.feature], ctx.num_classes, bn=bool(c.bn),
-                                              init_std=float(c.init_std)) for s in specs}
+    heads = {s.name: LinearHead(dims[s.feature], ctx.num_classes, bn=bool(c.bn), init_std=float(c.init_std),
+                                standardize=bool(c.standardize)) for s in specs}
+    if c.standardize:  # statistics of the unaugmented training features, also when the heads see augmented ones
+        train_feats = ctx.features("train", feats)
+        for s in specs:
+            heads[s.name].fit_standardization(train_feats[s.feature])
     if c.aug == "none":
         batches = CachedBatches(ctx.features("train", feats), ctx.labels("train"), batch_size, int(ctx.cfg.seed))
     else:
@@ -122,7 +126,8 @@ def run(ctx) -> tuple[dict, str, dict]:
     metrics["linear/best/top1"] = results[best.name]["top1"]
     metrics["linear/best/top5"] = results[best.name]["top5"]
     probe_path = save_probe(ctx.artifact_path("linear_best", "linear"), heads[best.name], best.feature,
-                            {"bn": bool(c.bn), "lr": best.lr, "protocol": c.protocol})
+                            {"bn": bool(c.bn), "standardize": bool(c.standardize), "lr": best.lr,
+                             "protocol": c.protocol})
     extra = {"best_head": best.name, "feature": best.feature, "linear_protocol": c.protocol,
              "probe": str(probe_path), "features": feats}
     return metrics, "linear/best/top1", extra
