@@ -28,7 +28,6 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from omegaconf import OmegaConf
 from timm.layers import LayerNorm
 from timm.models.vision_transformer import Block
 from torchvision.transforms import v2
@@ -36,6 +35,7 @@ from torchvision.transforms import v2
 from bootleg.decoders import PREDICTOR_KINDS, ConvDecoder, CrossDecoder, resolve_mix_layers
 from bootleg.loss import layer_weights, layerwise_loss, normalize_target, pixel_targets
 from bootleg.masks import MaskCollator, build_mask_generator
+from common.config import encoder_arch
 from common.data import STATS, TransformedDataset, flip, get_dataset, normalize, random_resized_crop
 from common.ema import ema_update, momentum_schedule
 from common.optim import param_groups as weight_decay_groups
@@ -312,10 +312,7 @@ def build_method(cfg, total_steps: int) -> MaskedPrediction:
         raise ValueError(f"eval.encoder={eval_encoder!r}; choose one of {sorted(EVAL_ENCODERS)}")
     if m.init not in ("ijepa", "timm"):
         raise ValueError(f"method.init={m.init!r}; choose 'ijepa' or 'timm'")
-    arch = OmegaConf.to_container(cfg.model, resolve=True)
-    if m.init == "ijepa":  # in the arch, so the encoder's random-init floor gets it too
-        arch["weight_init"] = "ijepa"
-    student = ViT(**arch)
+    student = ViT(**encoder_arch(cfg))  # method.init -> arch weight_init: the floor starts the same
     hidden = None
     out_dim = 0
     if "pixels" in m.targets:

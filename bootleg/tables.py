@@ -45,31 +45,39 @@ def read_records(directory: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
 
 
-def floor_specs(cfg) -> dict[str, tuple[str, Path]]:
-    """Floor row name -> (eval spec, records directory): raw pixels, then a random encoder for
-    each distinct init among the runs' encoders (its arch, init included, is the first such
-    run's). Floors live beside the experiment's records: their eval settings are the
-    experiment's (subsets, epochs), so another table's floors must not overwrite them."""
-    from common.checkpoint import load_encoder
+def run_configs(name: str, cfg, overrides=()) -> dict:
+    """Run name -> its full config, as the experiment's launch resolves it."""
+    experiment = name.rpartition("-")[0]
+    return {run: load_config("bootleg", [f"experiment={experiment}", f"scale={cfg.scale_name}", *overrides,
+                                         *run_overrides, f"run_name={run}"])
+            for run, run_overrides in cfg.runs.items()}
+
+
+def floor_specs(cfg, runs: dict) -> dict[str, tuple[str | dict, Path]]:
+    """Floor row name -> (``pixels`` or an encoder arch, records directory): raw pixels, then a
+    random encoder for each distinct init among ``runs`` (their configs), with the arch of the
+    first run that uses it. Floors live beside the experiment's records: their eval settings
+    are the experiment's (subsets, epochs), so another table's floors must not overwrite them."""
+    from common.config import encoder_arch
     from eval.encoders import floor_label, init_name
 
     root = Path(cfg.results_root) / cfg.paper / f"floors-{cfg.experiment_name}"
     specs = {"raw pixels (floor)": ("pixels", root / "pixels")}
-    for run in cfg.runs:
-        encoder = Path(cfg.train.out_root) / cfg.paper / run / "encoder.pt"
-        if not encoder.exists():
-            continue
-        init = init_name(load_encoder(encoder)[0].arch)
-        specs.setdefault(f"{floor_label('random', init)} (floor)", (f"random:{encoder}", root / f"random-init-{init}"))
+    for run_cfg in runs.values():
+        arch = encoder_arch(run_cfg)
+        init = init_name(arch)
+        specs.setdefault(f"{floor_label('random', init)} (floor)", (arch, root / f"random-init-{init}"))
     return specs
 
 
-def ensure_floors(cfg) -> None:
+def ensure_floors(cfg, runs: dict) -> None:
     """Evaluate the floor rows that have no record under the experiment's current eval
     settings (a changed probe schedule re-evaluates them; local runs only: cheap at mini scale)."""
     from eval.api import evaluate_unless_current
+    from eval.encoders import random_spec
 
-    for spec, out in floor_specs(cfg).values():
+    for source, out in floor_specs(cfg, runs).values():
+        spec = source if source == "pixels" else random_spec(source, out)
         for protocol in cfg.eval.protocols:
             evaluate_unless_current(spec, protocol, cfg.eval, out_dir=out)
 
@@ -102,16 +110,15 @@ def render(name: str = "compare-mini", compute_floors: bool | None = None, overr
     protocols = [p for p in PROTOCOLS if p in cfg.eval.protocols]
     if compute_floors is None:
         compute_floors = cfg.cluster.executor == "inprocess"
+    runs = run_configs(name, cfg, overrides)
     if compute_floors:
-        ensure_floors(cfg)
+        ensure_floors(cfg, runs)
     root = Path(cfg.results_root) / cfg.paper
     header = ["row", *(PROTOCOLS[p] for p in protocols), "pretrain time", "paper"]
     lines = [f"### {name}: {cfg.eval.data}",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     provenance = []
-    for run, run_overrides in cfg.runs.items():
-        run_cfg = load_config("bootleg", [f"experiment={name.rpartition('-')[0]}", f"scale={cfg.scale_name}",
-                                          *overrides, *run_overrides, f"run_name={run}"])
+    for run, run_cfg in runs.items():
         records = read_records(root / run)
         label = (f"{METHOD_NAMES.get(run_cfg.method.name, run_cfg.method.name)} "
                  f"(run {run}, {run_cfg.eval.encoder} encoder)")
@@ -122,7 +129,7 @@ def render(name: str = "compare-mini", compute_floors: bool | None = None, overr
         lines.append(f"| {label} | " + " | ".join(cells) +
                      f" | {_duration(train_s)} | {paper} |")
         provenance += [_provenance(f"{run}/{p}", records[p]) for p in protocols if p in records]
-    for label, (_, out) in floor_specs(cfg).items():
+    for label, (_, out) in floor_specs(cfg, runs).items():
         records = read_records(out)
         lines.append(f"| {label} | " + " | ".join(_fmt(records.get(p)) for p in protocols) + " | - | - |")
         provenance += [_provenance(f"{out.name}/{p}", records[p]) for p in protocols if p in records]
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value as given to the launch, e.g. results_root=results")
     args = parser.parse_intermixed_args(argv)  # options may sit between experiment and overrides
     if args.floors_only:
-        ensure_floors(experiment_config(args.experiment, args.overrides))
+        cfg = experiment_config(args.experiment, args.overrides)
+        ensure_floors(cfg, run_configs(args.experiment, cfg, args.overrides))
         return
     text = render(args.experiment, compute_floors=False if args.no_floors else None, overrides=args.overrides)
     print(text)

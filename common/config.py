@@ -214,3 +214,14 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> str:
     tmp.replace(existing)
     (run_dir / "config_hash").write_text(digest + "\n")
     return digest
+
+
+def encoder_arch(cfg: DictConfig) -> dict:
+    """The encoder architecture a run builds: ``cfg.model``, with the init scheme that an
+    optional ``method.init`` names (``timm`` = timm's default) as its ``weight_init``. The init
+    is part of the architecture, so a random-init floor built from it starts as the run did."""
+    arch = OmegaConf.to_container(cfg.model, resolve=True)
+    init = cfg.method.get("init") if cfg.get("method") is not None else None
+    if init is not None:
+        arch["weight_init"] = "" if init == "timm" else str(init)
+    return arch

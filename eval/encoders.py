@@ -83,6 +83,17 @@ def floor_label(method: str, init: str | None = None) -> str:
     return f"random init ({init} init)" if init else "random init"
 
 
+def random_spec(arch: dict, directory: str | Path) -> str:
+    """``random:<directory>/arch.json``, written from ``arch`` (e.g. ``common.config.encoder_arch``
+    of the run a floor is for), so the floor needs no trained encoder."""
+    path = Path(directory) / "arch.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(ViT(**arch).arch, indent=1, sort_keys=True) + "\n"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return f"random:{path}"
+
+
 def _sha_of(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from eval.api import evaluate
+from eval.encoders import random_spec
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("knn", "linear", "attentive", "lowshot")
@@ -45,18 +46,20 @@ def evaluate_all(encoder: str, out_dir: Path, scale: str, run_info: dict | None 
     evaluate(encoder, "knn", {**cfg, **TRANSFER}, out_dir=out_dir / "mnist5k", run_info=run_info)
 
 
-def random_floor_sources(runs: dict, runs_root: Path) -> dict[str, Path]:
-    """Init scheme -> the encoder of the first run that starts from it: one random-init floor
-    per distinct init, with that run's architecture (runs not trained yet are skipped)."""
-    from common.checkpoint import load_encoder
+def random_floor_archs(runs: dict) -> dict[str, dict]:
+    """Init scheme -> the encoder arch (init included) of the first run that starts from it:
+    one random-init floor per distinct init, read from the run configs."""
+    from common.config import encoder_arch
+    from common.launch import plan_runs
     from eval.encoders import init_name
 
-    sources: dict[str, Path] = {}
-    for run, item in runs.items():
-        encoder = runs_root / item["paper"] / run / "encoder.pt"
-        if encoder.exists():
-            sources.setdefault(init_name(load_encoder(encoder)[0].arch), encoder)
-    return sources
+    archs: dict[str, dict] = {}
+    for paper in dict.fromkeys(item["paper"] for item in runs.values()):
+        for spec in plan_runs(paper, []):
+            if spec.name in runs:
+                arch = encoder_arch(spec.cfg)
+                archs.setdefault(init_name(arch), arch)
+    return archs
 
 
 def main(argv=None) -> int:
@@ -64,7 +67,7 @@ def main(argv=None) -> int:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", nargs="+", help="run names of dvc_runs.yaml")
     what.add_argument("--floors", action="store_true",
-                      help="raw pixels and a random encoder per distinct init of the trained runs")
+                      help="raw pixels and a random encoder per distinct init of the runs")
     p.add_argument("--scale", choices=("smoke", "mini"), default="mini")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--results", default="results/cross")
@@ -72,9 +75,9 @@ def main(argv=None) -> int:
     out = Path(args.results)
     if args.floors:
         evaluate_all("pixels", out / "floors" / "pixels", args.scale, {"method": "pixels", "run": "pixels"})
-        for init, source in random_floor_sources(runs_table(), Path(args.runs_root)).items():
-            evaluate_all(f"random:{source}", out / "floors" / f"random-{init}", args.scale,
-                         {"method": "random", "run": f"random-{init}"})
+        for init, arch in random_floor_archs(runs_table()).items():
+            floor_dir = out / "floors" / f"random-{init}"
+            evaluate_all(random_spec(arch, floor_dir), floor_dir, args.scale, {"method": "random", "run": f"random-{init}"})
         return 0
     runs = runs_table()
     unknown = [r for r in args.run if r not in runs]

@@ -73,3 +73,16 @@ def test_ijepa_weight_init_equals_timm_init_then_ijepa_init():
     torch.manual_seed(0)
     new = ViT(**ARCH, weight_init="ijepa")
     assert all(torch.equal(old.state_dict()[k], new.state_dict()[k]) for k in old.state_dict())
+
+
+def test_bootleg_table_has_one_floor_per_init_built_from_the_run_configs(tmp_path):
+    from bootleg.tables import experiment_config, floor_specs, run_configs
+    from eval.encoders import random_spec
+
+    cfg = experiment_config("compare-smoke", [f"results_root={tmp_path}"])
+    specs = floor_specs(cfg, run_configs("compare-smoke", cfg, [f"results_root={tmp_path}"]))
+    assert list(specs) == ["raw pixels (floor)", "random init (ijepa init) (floor)", "random init (timm init) (floor)"]
+    for label, (arch, out) in list(specs.items())[1:]:
+        floor = load(random_spec(arch, out), "fashion_mnist")
+        assert f"({floor.meta['init']} init)" in label and out.name == f"random-init-{floor.meta['init']}"
+        assert (floor.model.patch_embed.proj.weight.std().item() < 0.05) == (floor.meta["init"] == "ijepa")
