@@ -457,7 +457,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
         }, step)
 
     logger = JsonlLogger(run_dir / "log.jsonl", main)
-    monitor = HookRunner(load_hooks(cfg), logger, main)
+    monitor = HookRunner(load_hooks(cfg) if main else [], logger, main)
     sampler = ResumableDistributedSampler(len(dataset), num_replicas=dist.world_size(),
                                           rank=dist.rank(), seed=seed, shuffle=True, drop_last=True)
     bar = _progress(plan.total_steps, step, main and cfg.train.get("progress", True),
