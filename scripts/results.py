@@ -104,7 +104,7 @@ def render(results: Path, out: Path, plots: Path) -> str:
         seconds, mem = train_cost(runs.get(name, {}).get("paper"), name)
         cost = [f"{seconds / 60:.1f}" if seconds else "–", f"{mem / 1024:.2f}" if mem else "–"]
         cells = [_cell(recs.get((proto, sub)), metric, out) for _, proto, metric, sub in COLUMNS]
-        method = floor_label(any_rec["method"], any_rec.get("init")) if paper == "floor" else any_rec.get("method")
+        method = floor_label("random", any_rec.get("init")) if name.startswith("random") else any_rec.get("method")
         lines.append(f"| {paper} | {method} | {name} | " + " | ".join([*cells, best, *cost]) + " |")
     hardware = sorted({r.get("train_hardware") or r.get("hardware") for recs in rows.values() for r in recs.values()})
     commits = sorted({r["git_commit"] for recs in rows.values() for r in recs.values()})
