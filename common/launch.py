@@ -102,8 +102,6 @@ def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
     jobs = [(protocol, cfg.eval, out_dir, run_info) for protocol in protocols]
     extras = OmegaConf.to_container(cfg.extra_evals, resolve=True) if cfg.get("extra_evals") else {}
     for name, extra in extras.items():
-        if not extra.get("protocols"):
-            raise ConfigError(f"extra_evals.{name} has no protocols; e.g. extra_evals={{{name}:{{protocols:[knn]}}}}")
         extra_cfg = OmegaConf.merge(cfg.eval, {k: v for k, v in extra.items() if k != "protocols"})
         extra_info = {**run_info, "method": f"{cfg.method.name}+{name}"}
         jobs += [(protocol, extra_cfg, out_dir / name, extra_info) for protocol in extra["protocols"]]
