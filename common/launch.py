@@ -56,27 +56,33 @@ def _refuse_conflicts(base: DictConfig, table: dict, overrides: list[str], group
                                   f"selects {pinned[-1]}; drop {o}, or pass runs=null for a single run")
 
 
+def _selected(names: list[str], only: str | None, experiment: str) -> list[str]:
+    """The runs `--only a,b` keeps, in the experiment's order."""
+    if not only:
+        return names
+    wanted = only.split(",")
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise ConfigError(f"--only names unknown run(s) {unknown}; experiment {experiment!r} has: "
+                          f"{', '.join(names)}")
+    return [n for n in names if n in wanted]
+
+
 def plan_runs(paper: str, overrides: list[str], only: str | None = None) -> list[RunSpec]:
     """Expand the experiment selected by `overrides` into its runs (each fully resolved).
 
     A run's overrides from the experiment's table come first, the user's last, so a value
     given on the command line holds in every run. `only` ("a,b") keeps some runs.
     """
-    base = load_config(paper, overrides, validate=False)
+    base = load_config(paper, overrides, validate=False)  # the runs below are validated
     table = OmegaConf.to_container(base.runs, resolve=True) if base.get("runs") else {}
     if not table:
-        base = load_config(paper, overrides)
         name = base.run_name or default_run_name(base)
+        _selected([name], only, base.experiment_name)
         return [RunSpec(name, [*overrides, f"run_name='{name}'"],
                         load_config(paper, [*overrides, f"run_name='{name}'"]))]
     _refuse_conflicts(base, table, overrides, group_names(paper))
-    if only:
-        wanted = only.split(",")
-        unknown = [n for n in wanted if n not in table]
-        if unknown:
-            raise ConfigError(f"--only names unknown run(s) {unknown}; experiment "
-                              f"{base.experiment_name!r} has: {', '.join(table)}")
-        table = {n: table[n] for n in table if n in wanted}
+    table = {name: table[name] for name in _selected(list(table), only, base.experiment_name)}
     specs = []
     for name, run_overrides in table.items():
         full = [*(run_overrides or []), *overrides, f"run_name='{name}'"]

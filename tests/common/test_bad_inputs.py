@@ -53,6 +53,7 @@ CASES = [
     ("bootleg", [*SMOKE, "method=nope"], ["method/nope", "bootleg, ijepa, mae, mae_ema"]),
     ("bootleg", [*SMOKE, "experiment=nope"], ["experiment/nope", "compare"]),
     ("bootleg", [*SMOKE, "--only", "nope"], ["--only names unknown run(s) ['nope']", "bootleg, ijepa, mae"]),
+    ("bootleg", [*SMOKE, "experiment=none", "--only", "nope"], ["--only names unknown run(s) ['nope']"]),
     ("bootleg", [*SMOKE, "--bogus"], ["unrecognized arguments: --bogus"]),
     ("bootleg", [*SMOKE, "epochs"], ["'epochs' is not key=value"]),
     ("bootleg", [*SMOKE, "--stage", "nope"], ["--stage", "'nope'"]),
@@ -196,13 +197,13 @@ def test_a_run_dir_with_training_state_is_never_given_another_config(state, toy_
 
 
 def test_a_start_that_fails_at_runtime_can_be_relaunched_corrected(toy_overrides, tmp_path):
-    """The toy set has 1437 training images: a batch of 4096 passes the config checks but
-    fails when the data is built; the corrected relaunch then trains in that directory."""
+    """A batch larger than the whole toy set (about 1400 images) passes the config checks
+    but fails once the data is built; the corrected relaunch then trains in that directory."""
     from common.train import train
 
     args = [*toy_overrides, "run_name=relaunch", "train.epochs=1"]
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        train(load_config("toy_paper", [*args, "data.batch_size=4096"]))
+        train(load_config("toy_paper", [*args, "data.train_subset=null", "data.batch_size=4096"]))
     summary = train(load_config("toy_paper", args))
     assert summary["steps"] > 0 and (tmp_path / "runs" / "toy_paper" / "relaunch" / "encoder.pt").is_file()
 
