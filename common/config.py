@@ -263,6 +263,9 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> str:
                     f"{shown}); refusing to resume it: choose another run_name, or restore the old values")
             print(f"note: {run_dir} has no checkpoint yet; replacing its config ({shown})",
                   file=sys.stderr, flush=True)
+            log = run_dir / "log.jsonl"
+            if log.exists():  # the failed start's lines are kept, apart from the new run's log
+                log.replace(run_dir / f"log.{old_digest}.jsonl")
     tmp = existing.with_suffix(".yaml.tmp")
     tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     tmp.replace(existing)

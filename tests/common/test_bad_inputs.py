@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from cli_harness import assert_one_line_error, disk_snapshot, run_cli, run_entry
 
-from common.config import ConfigError, load_config, save_run_config
+from common.config import ConfigError, config_hash, load_config, save_run_config
 from common.launch import plan_runs
 
 SMOKE = ["scale=smoke", "--dry-run"]
@@ -172,12 +172,15 @@ def test_a_run_dir_without_checkpoints_takes_a_corrected_config(toy_overrides, t
     run_dir = tmp_path / "runs" / "toy_paper" / "wedge"
     first = load_config("toy_paper", [*toy_overrides, "run_name=wedge", "data.batch_size=16"])
     save_run_config(first, run_dir)  # as a start that then failed before its first checkpoint
+    (run_dir / "log.jsonl").write_text('{"step": 1}\n')
     corrected = load_config("toy_paper", [*toy_overrides, "run_name=wedge", "data.batch_size=32"])
     save_run_config(corrected, run_dir)
     note = capsys.readouterr().err.strip()
     assert note.count("\n") == 0 and "no checkpoint" in note and "data.batch_size: 16 -> 32" in note
     assert load_config("toy_paper", [*toy_overrides, "run_name=wedge"]).data.batch_size == 32
     assert "batch_size: 32" in (run_dir / "config.yaml").read_text()
+    assert not (run_dir / "log.jsonl").exists()  # the new run starts its own log; the old one is kept
+    assert (run_dir / f"log.{config_hash(first)}.jsonl").read_text() == '{"step": 1}\n'
 
 
 @pytest.mark.parametrize("state", ["checkpoints/step_000000005.pt", "encoder.pt"])
