@@ -108,8 +108,9 @@ def render(name: str = "compare-mini", compute_floors: bool | None = None, overr
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     provenance = []
     for run, run_overrides in cfg.runs.items():
+        # the order of common.launch.plan_runs: the run table's overrides, then the user's
         run_cfg = load_config("bootleg", [f"experiment={name.rpartition('-')[0]}", f"scale={cfg.scale_name}",
-                                          *overrides, *run_overrides, f"run_name={run}"])
+                                          *run_overrides, *overrides, f"run_name={run}"])
         records = read_records(root / run)
         label = (f"{METHOD_NAMES.get(run_cfg.method.name, run_cfg.method.name)} "
                  f"(run {run}, {run_cfg.eval.encoder} encoder)")
