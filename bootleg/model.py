@@ -289,8 +289,6 @@ class MaskedPrediction(nn.Module):
 
 def build_predictor(p, student: ViT, out_dim: int) -> nn.Module:
     """I-JEPA's predictor (also MAE's decoder), CrossMAE's or data2vec 2.0's decoder."""
-    if p.kind not in PREDICTOR_KINDS:
-        raise ValueError(f"predictor.kind={p.kind!r}; choose one of {PREDICTOR_KINDS}")
     shape = dict(embed_dim=student.embed_dim, grid=student.grid_size, out_dim=out_dim,
                  width=p.width, depth=p.depth)
     heads = p.num_heads or student.num_heads
@@ -303,28 +301,47 @@ def build_predictor(p, student: ViT, out_dim: int) -> nn.Module:
     return Predictor(**shape, num_heads=heads)
 
 
-def build_method(cfg, total_steps: int) -> MaskedPrediction:
+def hidden_targets(m, depth: int) -> HiddenTargets:
+    """The teacher targets `method` asks for, with its layer weights checked against them."""
+    layers = resolve_target_layers(m.target_layers, depth, m.include_final_output)
+    hidden = HiddenTargets(layers, depth, m.target_norm, m.target_combine, m.last_layer_source,
+                           m.target_source, m.target_post_norm)
+    layer_weights(m.layer_weights, hidden.n_outputs)
+    return hidden
+
+
+def validate_config(cfg) -> None:
+    """The checks that need no weights, also run at config time (common.validate calls this,
+    so --dry-run reports a bad value in one line before anything is written)."""
     m = cfg.method
     if m.targets not in TARGET_KINDS:
         raise ValueError(f"method.targets={m.targets!r}; choose one of {TARGET_KINDS}")
-    eval_encoder = cfg.eval.encoder
-    if eval_encoder not in EVAL_ENCODERS:
-        raise ValueError(f"eval.encoder={eval_encoder!r}; choose one of {sorted(EVAL_ENCODERS)}")
+    if cfg.eval.encoder not in EVAL_ENCODERS:
+        raise ValueError(f"eval.encoder={cfg.eval.encoder!r}; choose one of {sorted(EVAL_ENCODERS)}")
     if m.init not in ("ijepa", "timm"):
         raise ValueError(f"method.init={m.init!r}; choose 'ijepa' or 'timm'")
+    if cfg.predictor.kind not in PREDICTOR_KINDS:
+        raise ValueError(f"predictor.kind={cfg.predictor.kind!r}; choose one of {PREDICTOR_KINDS}")
+    if "hidden" in m.targets:
+        hidden_targets(m, int(cfg.model.depth))
+    elif EVAL_ENCODERS[cfg.eval.encoder] == "teacher":
+        raise ValueError(f"eval.encoder={cfg.eval.encoder!r} but method.targets={m.targets!r} "
+                         f"has no EMA teacher; use eval.encoder=student")
+    build_mask_generator(cfg.mask, (cfg.data.img_size // cfg.model.patch_size,) * 2)
+
+
+def build_method(cfg, total_steps: int) -> MaskedPrediction:
+    validate_config(cfg)
+    m = cfg.method
+    eval_encoder = cfg.eval.encoder
     student = ViT(**encoder_arch(cfg))  # method.init -> arch weight_init: the floor starts the same
     hidden = None
     out_dim = 0
     if "pixels" in m.targets:
         out_dim += student.patch_size ** 2 * student.in_chans
     if "hidden" in m.targets:
-        layers = resolve_target_layers(m.target_layers, student.depth, m.include_final_output)
-        hidden = HiddenTargets(layers, student.depth, m.target_norm, m.target_combine,
-                               m.last_layer_source, m.target_source, m.target_post_norm)
+        hidden = hidden_targets(m, student.depth)
         out_dim += hidden.n_outputs * student.embed_dim
-    elif EVAL_ENCODERS[eval_encoder] == "teacher":
-        raise ValueError(f"eval.encoder={eval_encoder!r} but method.targets={m.targets!r} "
-                         f"has no EMA teacher; use eval.encoder=student")
     predictor = build_predictor(cfg.predictor, student, out_dim)
     mean, std = STATS[cfg.data.norm_stats]
     meta = {"feature": "avgpool", "img_size": cfg.data.img_size, "in_chans": student.in_chans,

@@ -48,8 +48,9 @@ def read_records(directory: Path) -> dict[str, dict]:
 def run_configs(name: str, cfg, overrides=()) -> dict:
     """Run name -> its full config, as the experiment's launch resolves it."""
     experiment = name.rpartition("-")[0]
-    return {run: load_config("bootleg", [f"experiment={experiment}", f"scale={cfg.scale_name}", *overrides,
-                                         *run_overrides, f"run_name={run}"])
+    # the order of common.launch.plan_runs: the run table's overrides, then the user's
+    return {run: load_config("bootleg", [f"experiment={experiment}", f"scale={cfg.scale_name}", *run_overrides,
+                                         *overrides, f"run_name={run}"])
             for run, run_overrides in cfg.runs.items()}
 
 

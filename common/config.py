@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import importlib
 import json
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -25,7 +26,7 @@ COMMON_CONFIGS = Path(__file__).resolve().parent / "configs"
 NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "results_root", "train.out_root",
                      "train.log_every", "train.ckpt_every_steps", "train.keep_checkpoints",
                      "train.progress", "train.threads", "train.dist_timeout_s", "data.num_workers",
-                     "data.root", "eval", "extra_evals", "cost")
+                     "data.root", "eval", "extra_evals", "cost", "optim.allow_full_warmup")
 # ... except the evaluation keys that decide which encoder a run exports.
 IDENTITY_EVAL_KEYS = ("encoder",)
 
@@ -54,18 +55,38 @@ def _flat_keys(cfg, prefix: str = "") -> list[str]:
     return keys
 
 
-def _group_names(config_dirs: list[Path]) -> set[str]:
+def group_names(paper: str) -> set[str]:
+    """The config groups (`method`, `model`, `scale`, ..., `cluster`) of a paper."""
     names = set()
-    for d in config_dirs:
+    for d in (paper_config_dir(paper), COMMON_CONFIGS):
         names |= {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_dir()}
     return names
 
 
-def _split(override: str) -> tuple[str, str]:
+def split_override(override: str) -> tuple[str, str]:
+    """`key=value` -> (key without a leading + or ~, value)."""
     if "=" not in override:
         raise ConfigError(f"override {override!r} is not key=value (example: train.epochs=10)")
     key, value = override.split("=", 1)
     return key.lstrip("+~"), value
+
+
+def _hydra_message(exc: Exception) -> str:
+    """Hydra's error in one line: a list after `...:` (e.g. the options of a group) is joined."""
+    text = str(exc).split("\nConfig search path")[0]
+    out, listing = [], None
+    for line in (line.strip() for line in text.splitlines()):
+        if not line:
+            continue
+        if listing is not None:
+            listing.append(line)
+        elif line.endswith(":") and out:
+            out.append(line[:-1].replace("Available options", "valid options"))
+            listing = []
+        else:
+            out.append(line)
+    head = "; ".join(out)
+    return f"{head}: {', '.join(listing)}" if listing else head
 
 
 def _type_name(value) -> str:
@@ -84,14 +105,32 @@ def _type_name(value) -> str:
     return type(value).__name__
 
 
-def _compatible(default, new) -> bool:
+def _article(type_name: str) -> str:
+    return f"an {type_name}" if type_name[0] in "aeiou" else f"a {type_name}"
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _compatible(default, new, key: str = "") -> bool:
+    from common.validate import ACCEPTED_TYPES
+
     if default is None or new is None:
         return True
     expected, got = _type_name(default), _type_name(new)
-    if expected == got:
+    if expected == got or got in ACCEPTED_TYPES.get(key, ()):
         return True
     # An int where a float is expected is fine (lr=1); the reverse truncates, so it is not.
     return expected == "float" and got == "int"
+
+
+def check_override_type(key: str, default, new, raw: str) -> None:
+    """Refuse an override whose type differs from the default's (unless the key accepts both)."""
+    if not _compatible(default, new, key):
+        raise ConfigError(f"{key} expects {_article(_type_name(default))} (default {_short(default)}), "
+                          f"got {raw!r} ({_type_name(new)})")
 
 
 def _compose_raw(config_dir: Path, overrides: list[str]) -> DictConfig:
@@ -100,23 +139,27 @@ def _compose_raw(config_dir: Path, overrides: list[str]) -> DictConfig:
         return compose("config", overrides=[search, *overrides])
 
 
-def load_config(paper: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose `<paper>/configs/config.yaml` with `overrides`; raise ConfigError on bad input."""
+def load_config(paper: str, overrides: list[str] | tuple[str, ...] = (), validate: bool = True) -> DictConfig:
+    """Compose `<paper>/configs/config.yaml` with `overrides`; raise ConfigError on bad input.
+
+    `validate` also range-checks the values (common.validate); the run table of an
+    experiment composes its base config without, as only the runs themselves must be valid.
+    """
     config_dir = paper_config_dir(paper)
     overrides = list(overrides)
-    groups = _group_names([config_dir, COMMON_CONFIGS])
+    groups = group_names(paper)
     group_ovr, value_ovr = [], []
     for o in overrides:
-        (group_ovr if _split(o)[0] in groups else value_ovr).append(o)
+        (group_ovr if split_override(o)[0] in groups else value_ovr).append(o)
 
     try:
         base = _compose_raw(config_dir, group_ovr)
     except HydraException as exc:
-        raise ConfigError(str(exc).split("\nConfig search path")[0]) from None
+        raise ConfigError(_hydra_message(exc)) from None
 
     valid = _flat_keys(base)
     for o in value_ovr:
-        key, _ = _split(o)
+        key, _ = split_override(o)
         if o.startswith("+"):
             continue
         if key not in valid:
@@ -129,23 +172,23 @@ def load_config(paper: str, overrides: list[str] | tuple[str, ...] = ()) -> Dict
     try:
         cfg = _compose_raw(config_dir, overrides)
     except HydraException as exc:
-        raise ConfigError(str(exc).split("\nConfig search path")[0]) from None
+        raise ConfigError(_hydra_message(exc)) from None
 
     for o in value_ovr:
-        key, raw = _split(o)
+        key, raw = split_override(o)
         if o.startswith(("+", "~")):
             continue
-        default = OmegaConf.select(base, key, throw_on_missing=False)
-        new = OmegaConf.select(cfg, key, throw_on_missing=False)
-        if not _compatible(default, new):
-            raise ConfigError(f"{key} expects a {_type_name(default)} (default {default!r}), "
-                              f"got {raw!r} ({_type_name(new)})")
+        check_override_type(key, OmegaConf.select(base, key, throw_on_missing=False),
+                            OmegaConf.select(cfg, key, throw_on_missing=False), raw)
 
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError("missing required value(s): " + ", ".join(missing) +
                           "; pass them on the command line, e.g. " + " ".join(f"{k}=..." for k in missing))
     OmegaConf.set_struct(cfg, True)
+    if validate:
+        from common.validate import validate_config  # it imports ConfigError from here
+        validate_config(cfg)
     return cfg
 
 
@@ -195,8 +238,18 @@ def config_diff(old: dict, new: dict) -> list[str]:
     return lines
 
 
+def _has_training_state(run_dir: Path) -> bool:
+    """Whether a run directory holds anything a new config could lose: checkpoints or an encoder."""
+    return any((run_dir / "checkpoints").glob("*.pt")) or (run_dir / "encoder.pt").exists() \
+        or (run_dir / "done.json").exists()
+
+
 def save_run_config(cfg: DictConfig, run_dir: Path) -> str:
-    """Write config.yaml + config_hash; refuse a run directory made by an incompatible config."""
+    """Write config.yaml + config_hash; refuse a run directory made by an incompatible config.
+
+    A directory whose start failed before its first checkpoint holds nothing to lose: it
+    takes the new config (said in one line), so a corrected relaunch is not wedged.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     digest = config_hash(cfg)
     existing = run_dir / "config.yaml"
@@ -204,11 +257,17 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> str:
         old = OmegaConf.load(existing)
         old_digest = config_hash(old)
         if old_digest != digest:
-            diff = config_diff(identity(old), identity(cfg))
-            raise ConfigError(
-                f"{run_dir} holds a run of another configuration (hash {old_digest} != {digest}); "
-                "refusing to resume it. Differences:\n" + "\n".join(diff) +
-                "\nChoose another run_name, or restore the old values.")
+            diff = [line.strip() for line in config_diff(identity(old), identity(cfg))]
+            shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+            if _has_training_state(run_dir):
+                raise ConfigError(
+                    f"{run_dir} holds a run of another configuration (hash {old_digest} != {digest}: "
+                    f"{shown}); refusing to resume it: choose another run_name, or restore the old values")
+            print(f"note: {run_dir} has no checkpoint yet; replacing its config ({shown})",
+                  file=sys.stderr, flush=True)
+            log = run_dir / "log.jsonl"
+            if log.exists():  # the failed start's lines are kept, apart from the new run's log
+                log.replace(run_dir / f"log.{old_digest}.jsonl")
     tmp = existing.with_suffix(".yaml.tmp")
     tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     tmp.replace(existing)

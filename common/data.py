@@ -542,13 +542,18 @@ _LOADERS: dict[str, Callable[..., LabeledImages]] = {
 }
 
 
+def dataset_known(name: str) -> bool:
+    """Whether `name` is one that get_dataset accepts (path-based names as `kind:<path>`)."""
+    return isinstance(name, str) and name.partition(":")[0] in _LOADERS
+
+
 def get_dataset(name: str, split: str, root: str | os.PathLike = "data", subset: int | float | None = None,
                 seed: int = 0, **kwargs) -> LabeledImages:
     """A dataset by name: ``fashion_mnist``, ``mnist5k``, ``digits``, ``imagefolder:<path>``,
     ``cifar10:<path>``, ``cifar100:<path>``; optionally a class-balanced ``subset``
     (see ``subset_indices``) drawn with ``seed``."""
     kind, _, path = name.partition(":")
-    if kind not in _LOADERS:
+    if not dataset_known(name):
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(_LOADERS)} "
                        "(path-based ones as 'imagefolder:<path>', 'cifar10:<path>', 'cifar100:<path>')")
     dataset = _LOADERS[kind](split, path, **kwargs) if path else _LOADERS[kind](split, root, **kwargs)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import ConfigError, config_hash, load_config
+from common.cli import OneLineArgumentParser, add_debug_flag, user_errors
+from common.config import ConfigError, config_hash, group_names, load_config, split_override
 from common.errors import UserError
 
 
@@ -37,17 +38,55 @@ def default_run_name(cfg: DictConfig) -> str:
     return f"{cfg.method.name}-{cfg.scale_name}-{config_hash(cfg)[:8]}"
 
 
-def plan_runs(paper: str, overrides: list[str]) -> list[RunSpec]:
-    """Expand the experiment selected by `overrides` into its runs (each fully resolved)."""
-    base = load_config(paper, overrides)
+def _refuse_conflicts(base: DictConfig, table: dict, overrides: list[str], groups: set[str]) -> None:
+    """The run table decides what its runs are: a user override may change any value of every
+    run, but not the name of a run nor the config group (method, model, ...) that a run selects."""
+    experiment = base.experiment_name
+    for o in overrides:
+        key, value = split_override(o)
+        if key == "run_name":
+            raise ConfigError(f"{o} cannot rename the runs of experiment {experiment!r} (named by its "
+                              f"runs table: {', '.join(table)}); pick runs with --only, or pass "
+                              "runs=null for a single run of that name")
+        if key not in groups:
+            continue
+        for name, run_overrides in table.items():
+            pinned = [r for r in run_overrides or [] if split_override(r)[0] == key]
+            if pinned and split_override(pinned[-1])[1] != value:
+                raise ConfigError(f"{o} conflicts with run {name!r} of experiment {experiment!r}, which "
+                                  f"selects {pinned[-1]}; drop {o}, or pass runs=null for a single run")
+
+
+def _selected(names: list[str], only: str | None, experiment: str) -> list[str]:
+    """The runs `--only a,b` keeps, in the experiment's order."""
+    if not only:
+        return names
+    wanted = only.split(",")
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise ConfigError(f"--only names unknown run(s) {unknown}; experiment {experiment!r} has: "
+                          f"{', '.join(names)}")
+    return [n for n in names if n in wanted]
+
+
+def plan_runs(paper: str, overrides: list[str], only: str | None = None) -> list[RunSpec]:
+    """Expand the experiment selected by `overrides` into its runs (each fully resolved).
+
+    A run's overrides from the experiment's table come first, the user's last, so a value
+    given on the command line holds in every run. `only` ("a,b") keeps some runs.
+    """
+    base = load_config(paper, overrides, validate=False)  # the runs below are validated
     table = OmegaConf.to_container(base.runs, resolve=True) if base.get("runs") else {}
     if not table:
         name = base.run_name or default_run_name(base)
+        _selected([name], only, base.experiment_name)
         return [RunSpec(name, [*overrides, f"run_name='{name}'"],
                         load_config(paper, [*overrides, f"run_name='{name}'"]))]
+    _refuse_conflicts(base, table, overrides, group_names(paper))
+    table = {name: table[name] for name in _selected(list(table), only, base.experiment_name)}
     specs = []
     for name, run_overrides in table.items():
-        full = [*overrides, *(run_overrides or []), f"run_name='{name}'"]
+        full = [*(run_overrides or []), *overrides, f"run_name='{name}'"]
         try:
             specs.append(RunSpec(name, full, load_config(paper, full)))
         except ConfigError as exc:
@@ -70,8 +109,6 @@ def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
     jobs = [(protocol, cfg.eval, out_dir, run_info) for protocol in protocols]
     extras = OmegaConf.to_container(cfg.extra_evals, resolve=True) if cfg.get("extra_evals") else {}
     for name, extra in extras.items():
-        if not extra.get("protocols"):
-            raise ConfigError(f"extra_evals.{name} has no protocols; e.g. extra_evals={{{name}:{{protocols:[knn]}}}}")
         extra_cfg = OmegaConf.merge(cfg.eval, {k: v for k, v in extra.items() if k != "protocols"})
         extra_info = {**run_info, "method": f"{cfg.method.name}+{name}"}
         jobs += [(protocol, extra_cfg, out_dir / name, extra_info) for protocol in extra["protocols"]]
@@ -89,7 +126,7 @@ def _finished_run(cfg: DictConfig) -> dict:
     from common.train import run_dir_of
     done = run_dir_of(cfg) / "done.json"
     if not done.exists() or not (run_dir_of(cfg) / "encoder.pt").exists():
-        raise FileNotFoundError(f"run {cfg.run_name} has no finished encoder in {run_dir_of(cfg)}; "
+        raise ConfigError(f"--stage eval: run {cfg.run_name} has no finished encoder in {run_dir_of(cfg)}; "
                                 "train it first (--stage train or --stage all)")
     return json.loads(done.read_text())
 
@@ -243,7 +280,7 @@ def render_tables(paper: str, experiment: str) -> str | None:
 
 
 def build_parser(paper: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineArgumentParser(
         prog=f"python {paper.replace('.', '/')}/launch.py",
         description=f"Train and evaluate {paper} runs. Without arguments: the mini comparison.",
         epilog="Overrides are Hydra key=value pairs, e.g. experiment=table1 scale=smoke train.epochs=2")
@@ -257,28 +294,29 @@ def build_parser(paper: str) -> argparse.ArgumentParser:
                    help="run only these runs of the experiment (as named in its `runs`)")
     p.add_argument("--stage", choices=STAGES, default="all",
                    help="train, evaluate a finished run, or both (default)")
-    p.add_argument("overrides", nargs="*", help="key=value")
+    add_debug_flag(p)
+    p.add_argument("overrides", nargs="*", help="key=value (anywhere on the line)")
     return p
 
 
+def parse_args(paper: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags and key=value overrides in any order (`--only a train.threads=1` works)."""
+    return build_parser(paper).parse_intermixed_args(argv)
+
+
 def main(paper: str, argv: list[str] | None = None) -> None:
-    args = build_parser(paper).parse_args(argv)
+    args = parse_args(paper, argv)
+    with user_errors(debug=args.debug):
+        _main(paper, args)
+
+
+def _main(paper: str, args: argparse.Namespace) -> None:
     overrides = list(args.overrides)
     if args.slurm:
         overrides.append("cluster=slurm")
     elif args.local:
         overrides.append("cluster=local")
-    try:
-        specs = plan_runs(paper, overrides)
-    except ConfigError as exc:
-        sys.exit(f"config error: {exc}")
-    if args.only:
-        wanted = args.only.split(",")
-        unknown = sorted(set(wanted) - {s.name for s in specs})
-        if unknown:
-            sys.exit(f"config error: --only names unknown run(s) {unknown}; "
-                     f"this experiment has: {', '.join(s.name for s in specs)}")
-        specs = [s for s in specs if s.name in wanted]
+    specs = plan_runs(paper, overrides, args.only)
     cluster = specs[0].cfg.cluster
     experiment = specs[0].cfg.experiment_name
     if args.dry_run:
@@ -299,6 +337,8 @@ def main(paper: str, argv: list[str] | None = None) -> None:
         print(str(exc) or "interrupted; relaunch the same command to resume", file=sys.stderr)
         sys.exit(130)
     except Exception:
+        if args.debug:
+            raise
         traceback.print_exc()
         sys.exit(f"error: {paper} run failed (traceback above)")
     if args.no_wait or args.stage == "train" or experiment == "default":

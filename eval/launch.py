@@ -25,9 +25,17 @@ import argparse  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
+from common.cli import OneLineArgumentParser, add_debug_flag, user_errors  # noqa: E402
+from common.data import dataset_known  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from eval import settings  # noqa: E402
 
+EMPTY_HELP = {
+    "checkpoint": "checkpoint= is empty: pass an encoder.pt, a run directory, pixels, or random:<encoder.pt|arch.json>",
+    "protocol": "protocol= is empty: pass protocol=knn (a comma-separated list, or all), "
+                "or leave protocol out for the default protocols",
+    "out": "out= is empty: pass a directory for the records, or leave out= out for results/<paper>/<run>",
+}
 CHECKPOINT_HELP = "checkpoint=PATH is required: an encoder.pt, a run directory, pixels, or random:<encoder.pt|arch.json>"
 
 
@@ -64,12 +72,13 @@ def default_out_dir(spec: str, data: str, seed: int = 0, root: str = "results", 
 
 
 def parse(argv: list[str]):
-    parser = argparse.ArgumentParser(prog="python eval/launch.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = OneLineArgumentParser(prog="python eval/launch.py", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--slurm", action="store_true", help="submit through submitit to SLURM")
     where.add_argument("--local", action="store_true", help="run in this process (default)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    add_debug_flag(parser)
     parser.add_argument("overrides", nargs="*", help="key=value")
     args = parser.parse_intermixed_args(argv)
     special, eval_overrides, cluster_overrides = {}, [], []
@@ -78,6 +87,8 @@ def parse(argv: list[str]):
             parser.error(f"argument {item!r} is not key=value (e.g. protocol=knn)")
         key, value = item.split("=", 1)
         if key in ("checkpoint", "protocol", "out"):
+            if not value:
+                parser.error(EMPTY_HELP[key])
             special[key] = value
         elif key.startswith("cluster."):
             cluster_overrides.append(item)
@@ -100,9 +111,12 @@ def cluster_config(cluster_overrides: list[str], folder: Path):
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args, special, eval_overrides, cluster_overrides = parse(sys.argv[1:] if argv is None else argv)
-    user_cfg = OmegaConf.to_container(OmegaConf.from_dotlist(eval_overrides))
-    try:
+    with user_errors("error", debug=args.debug, kinds=(KeyError, ValueError, FileNotFoundError)):
+        user_cfg = OmegaConf.to_container(OmegaConf.from_dotlist(eval_overrides))
         cfg = settings.resolve(user_cfg)
+        if not dataset_known(cfg.data):
+            raise ValueError(f"data={cfg.data} is not a known dataset; e.g. data=fashion_mnist, "
+                             "data=imagefolder:<path> (see common.data.get_dataset)")
         names = special.get("protocol") or ",".join(cfg.protocols)
         protocols = list(settings.IMAGE_PROTOCOLS) if names == "all" else [settings.check_protocol(p) for p in names.split(",")]
         if "out" in special:
@@ -111,8 +125,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
             out = default_out_dir(special["checkpoint"], f"seg:{cfg.seg.data}", int(cfg.seed), stats="imagenet")
         else:
             out = default_out_dir(special["checkpoint"], cfg.data, int(cfg.seed))
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc.args[0] if exc.args else exc}")
     if args.dry_run:
         print(f"# checkpoint {special['checkpoint']} -> {out}; protocols {protocols}")
         print(OmegaConf.to_yaml(cfg))

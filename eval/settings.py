@@ -13,6 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from common.config import check_override_type
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PROTOCOLS = ("knn", "linear", "attentive", "lowshot", "finetune", "analysis", "segment")
 # what `protocol=all` runs: the protocols on `eval.data`; `segment` reads its own dataset (seg.data)
@@ -67,9 +69,17 @@ def resolve(user: DictConfig | dict | None = None) -> DictConfig:
         OmegaConf.load(_group_file("scale", probe.scale)),
         user,
     ]
+    _check_types(user, OmegaConf.merge(*layers[:-1]))
     cfg = OmegaConf.merge(*layers)
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def _check_types(user: DictConfig, defaults: DictConfig) -> None:
+    for key in _flat_keys(user):
+        value = OmegaConf.select(user, key)
+        if not isinstance(value, DictConfig):
+            check_override_type(key, OmegaConf.select(defaults, key), value, str(value))
 
 
 def check_protocol(protocol: str) -> str:

@@ -19,7 +19,8 @@ if str(REPO) not in sys.path:  # `python hybrid_distill/launch.py` puts only hyb
     sys.path.insert(0, str(REPO))
 
 from common.checkpoint import sha256_file  # noqa: E402
-from common.launch import build_parser, main, plan_runs  # noqa: E402
+from common.cli import user_errors  # noqa: E402
+from common.launch import main, parse_args, plan_runs  # noqa: E402
 from hybrid_distill.model import build_student, used_teachers  # noqa: E402
 
 PAPER = "hybrid_distill"
@@ -28,9 +29,7 @@ MANIFEST = Path("results") / PAPER / "teachers.json"
 
 def needed_teachers(overrides: list[str], only: str | None = None) -> dict[str, dict]:
     """Encoder teachers used by the selected runs: path -> {name, build, exists}."""
-    specs = plan_runs(PAPER, overrides)
-    if only:
-        specs = [s for s in specs if s.name in only.split(",")]
+    specs = plan_runs(PAPER, overrides, only)
     needed = {}
     for spec in specs:
         for name in used_teachers(spec.cfg):
@@ -91,9 +90,10 @@ def evaluate_floors(overrides: list[str]) -> None:
 
 
 def run(argv: list[str]) -> None:
-    args = build_parser(PAPER).parse_args(argv)
+    args = parse_args(PAPER, argv)
     if not args.slurm:  # paper-scale teachers are timm weight files; nothing to build for SLURM
-        needed = needed_teachers(list(args.overrides), args.only)
+        with user_errors(debug=args.debug):
+            needed = needed_teachers(list(args.overrides), args.only)
         build_teachers(needed, args.dry_run)
         if not args.dry_run:
             if needed:

@@ -10,7 +10,7 @@ def test_unknown_key_lists_closest_valid_keys():
 
 
 def test_wrong_type_names_expected_type():
-    with pytest.raises(ConfigError, match=r"train.epochs expects a int.*'ten'"):
+    with pytest.raises(ConfigError, match=r"train.epochs expects an int.*'ten'"):
         load_config("toy_paper", ["train.epochs=ten"])
 
 
@@ -24,7 +24,7 @@ def test_missing_required_value_names_the_key():
 
 
 def test_unknown_group_option_lists_available():
-    with pytest.raises(ConfigError, match=r"(?s)method/nope.*Available options.*toy"):
+    with pytest.raises(ConfigError, match=r"method/nope'; valid options in 'method': toy$"):
         load_config("toy_paper", ["method=nope"])
 
 
@@ -37,6 +37,8 @@ def test_hash_ignores_where_a_run_goes_but_not_what_it_computes():
 def test_run_dir_refuses_incompatible_config_with_diff(tmp_path):
     save_run_config(load_config("toy_paper", []), tmp_path)
     save_run_config(load_config("toy_paper", ["train.log_every=7"]), tmp_path)  # same identity: fine
-    with pytest.raises(ConfigError, match=r"(?s)another configuration.*model.embed_dim: 32 -> 64"):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step_000000001.pt").write_bytes(b"state")
+    with pytest.raises(ConfigError, match=r"another configuration.*model.embed_dim: 32 -> 64"):
         save_run_config(load_config("toy_paper", ["model.embed_dim=64"]), tmp_path)
     assert "embed_dim: 32" in (tmp_path / "config.yaml").read_text()

@@ -153,6 +153,5 @@ def test_extra_evals_write_beside_the_run_and_are_reused(toy_overrides, capsys):
     assert extra_rec["eval_config_hash"] != main_rec["eval_config_hash"]
     TrainEvalJob("toy_paper", spec.overrides)()
     assert capsys.readouterr().out.count("reusing") == 2
-    [bad] = plan_runs("toy_paper", [*toy_overrides, "extra_evals={hot:{knn:{T:0.5}}}"])
     with pytest.raises(ConfigError, match="extra_evals.hot has no protocols"):
-        TrainEvalJob("toy_paper", bad.overrides)()
+        plan_runs("toy_paper", [*toy_overrides, "extra_evals={hot:{knn:{T:0.5}}}"])

@@ -21,7 +21,9 @@ def shape(cluster) -> dict:
 @pytest.mark.parametrize("paper, experiment", EXPERIMENTS)
 def test_small_scales_run_in_one_local_process(paper, experiment):
     for scale in ("smoke", "mini"):
-        cluster = load_config(paper, [f"experiment={experiment}", f"scale={scale}"]).cluster
+        # unvalidated: a paper-size model at a small scale is refused (e.g. a 1x1 patch grid);
+        # the job shape is what is checked here
+        cluster = load_config(paper, [f"experiment={experiment}", f"scale={scale}"], validate=False).cluster
         assert (cluster.nodes, cluster.tasks_per_node, cluster.gpus_per_node) == (1, 1, 0), (scale, shape(cluster))
 
 
@@ -29,5 +31,7 @@ def test_small_scales_run_in_one_local_process(paper, experiment):
 def test_paper_scale_on_slurm_takes_the_job_shape_of_the_paper_scale(paper, experiment):
     want = shape(load_config(paper, ["scale=paper", "cluster=slurm"]).cluster)
     assert want["gpus_per_node"] > 0
-    got = shape(load_config(paper, [f"experiment={experiment}", "scale=paper", "cluster=slurm"]).cluster)
+    # unvalidated: e.g. bootleg's compare_long (8 epochs) is refused at paper scale (40 warm-up epochs)
+    got = shape(load_config(paper, [f"experiment={experiment}", "scale=paper", "cluster=slurm"],
+                            validate=False).cluster)
     assert got == want
