@@ -558,8 +558,13 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     return summary
 
 
+def training_log(run_dir: Path) -> list[dict]:
+    """The optimisation lines of a run's log.jsonl (loss, lr, ...), without the monitor lines."""
+    lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [r for r in lines if "loss" in r]
+
+
 def final_loss(run_dir: Path) -> float:
     """Last logged loss of a run, for tests and tables."""
-    lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    return next(r["loss"] for r in reversed(lines) if "loss" in r)
+    return training_log(run_dir)[-1]["loss"]
 

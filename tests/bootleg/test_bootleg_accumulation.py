@@ -1,7 +1,6 @@
 """Gradient accumulation is exact for every masked-prediction method: the losses are means
 over equal-sized samples, so two micro-batches give the gradient of the whole batch, provided
 each micro-batch keeps its images with their masks (targets are ``[M, B, Nt]``)."""
-import json
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ import torch
 from accumulation import assert_same_gradients, step_gradients
 from bootleg.model import build_method, build_train_data
 from common.config import load_config
-from common.train import train
+from common.train import train, training_log
 
 BATCH = 8
 # data2vec 2.0's decoder fills masked positions with noise, drawn differently per call: off
@@ -39,9 +38,8 @@ def first_step_log(tmp_path, method, accum_steps, *extra):
                 f"train.out_root={tmp_path}", "data.train_subset=20", "data.batch_size=20", "train.epochs=1",
                 "train.progress=false", *extra)
     summary = train(cfg)
-    lines = (tmp_path / "bootleg" / f"accum{accum_steps}" / "log.jsonl").read_text().splitlines()
     assert summary["steps"] == 1
-    return json.loads(lines[0])
+    return training_log(tmp_path / "bootleg" / f"accum{accum_steps}")[0]
 
 
 @pytest.mark.parametrize("method, extra", [("bootleg", []), ("data2vec", NOISELESS_CLONES)])

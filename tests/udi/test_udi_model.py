@@ -1,14 +1,13 @@
 """DINO / UDI methods: one teacher pass, no teacher gradient, hooks, smoke pretraining + export."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
 from common.checkpoint import load_encoder
 from common.config import load_config
-from common.train import final_loss, run_dir_of, train
+from common.train import final_loss, run_dir_of, train, training_log
 from udi.heads import DINOHead, SRSAttention
 from udi.model import build_method, build_train_data, teacher_temperature
 
@@ -155,8 +154,7 @@ def test_smoke_pretraining_lowers_loss_and_exports_an_encoder_eval_accepts(metho
                     "method.center_momentum=1.0", "data.batch_size=16", "data.train_subset=100")
     summary = train(cfg)
     run_dir = run_dir_of(cfg)
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert final_loss(run_dir) < log[0]["loss"]
+    assert final_loss(run_dir) < training_log(run_dir)[0]["loss"]
     vit, meta, _ = load_encoder(summary["encoder"])
     n_tokens = 2 if method == "udi" else 1
     assert vit.num_class_tokens == n_tokens and meta["class_tokens"] == ["cls", "cls_plus"][:n_tokens]
