@@ -36,12 +36,12 @@ def paper_overrides(cfg, workdir: Path, out: Path) -> list[str]:
             "train.progress=false", f"train.threads={TORCH_THREADS}"]
 
 
-def random_teacher_file(weights_dir: Path, timm_name: str) -> Path:
-    """``<weights_dir>/<timm_name>.pth``: the teacher's architecture with random weights (the
-    official checkpoints are never downloaded; their layouts are tested in test_hd_teachers)."""
+def random_teacher_file(path: Path, timm_name: str) -> Path:
+    """``path`` holding the teacher's architecture with random weights (the official checkpoints
+    are never downloaded; their key layouts are tested in tests/hybrid_distill/test_hd_teachers.py)."""
     import timm
-    path = weights_dir / f"{timm_name}.pth"
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
         net = timm.create_model(timm_name, pretrained=False, num_classes=0)
         torch.save(net.state_dict(), path)
@@ -52,17 +52,9 @@ def prepare_teachers(cfg, workdir: Path) -> None:
     """Random-weight files for the run's timm teachers where the config expects the official ones."""
     teachers = OmegaConf.to_container(cfg.teachers, resolve=True) if cfg.get("teachers") else {}
     for spec in teachers.values():
-        if spec.get("kind", "timm") != "timm":
-            continue
-        if spec.get("path"):
-            path = workdir / spec["path"]
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                random_teacher_file(path.parent, spec["name"]).rename(path)
-        else:
-            weights = workdir / spec.get("weights_dir", "data/teachers")
-            weights.mkdir(parents=True, exist_ok=True)
-            random_teacher_file(weights, spec["name"])
+        if spec.get("kind", "timm") == "timm":
+            default = Path(spec.get("weights_dir", "data/teachers")) / f"{spec['name']}.pth"
+            random_teacher_file(workdir / (spec.get("path") or default), spec["name"])
 
 
 def experiments() -> list[tuple[str, str]]:
