@@ -30,9 +30,22 @@ def _losses(paper: str, compile_: bool, out: Path) -> list[float]:
     return [r["loss"] for r in log if "loss" in r]
 
 
+# Found by this test, not fixed yet: strict, so that the fix turns the case into a pass.
+KNOWN_COMPILE_FAILURES = {
+    "bootleg": "inductor returns bootleg's training_step loss without grad_fn ('element 0 of tensors does not "
+               "require grad'); eager and aot_eager backends keep it",
+}
+
+
+def _compile_cases():
+    share = rotation_key() % len(PAPERS)  # one paper per CI run, all under -m paper
+    return [pytest.param(p, marks=([] if i == share else [pytest.mark.paper]) + (
+        [pytest.mark.xfail(strict=True, reason=KNOWN_COMPILE_FAILURES[p])] if p in KNOWN_COMPILE_FAILURES else []))
+        for i, p in enumerate(PAPERS)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("paper", [pytest.param(p, marks=[] if i == rotation_key() % len(PAPERS) else [pytest.mark.paper])
-                                   for i, p in enumerate(PAPERS)])  # one paper per CI run, all under -m paper
+@pytest.mark.parametrize("paper", _compile_cases())
 def test_compiled_step_gives_the_eager_loss(paper, tmp_path):
     eager = _losses(paper, False, tmp_path / "eager")
     compiled = _losses(paper, True, tmp_path / "compiled")
