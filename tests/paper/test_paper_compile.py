@@ -55,7 +55,8 @@ def test_compiled_step_gives_the_eager_loss(paper, tmp_path):
 
 
 @pytest.mark.paper
-@pytest.mark.parametrize("paper", PAPERS)
+@pytest.mark.parametrize("paper", [pytest.param(p, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_COMPILE_FAILURES[p])]
+                                                if p in KNOWN_COMPILE_FAILURES else []) for p in PAPERS])
 def test_paper_recipe_compiles(paper, synthetic_root, tmp_path, monkeypatch):
     from test_paper_recipes import run_recipe
 
