@@ -21,7 +21,8 @@ from paper_recipes import CONFIGS_EVAL, rotation_key
 # recipe -> the paper whose paper-scale encoder it evaluates
 LINEAR_ARCH = {"dino": "udi", "mocov3": "sdssl", "sdssl": "sdssl", "sdssl_multiexit": "sdssl",
                "udi": "udi", "mae_bn": "bootleg"}
-FINETUNE_ARCH = {"dbot": "hybrid_distill", "beit_ibot": "udi", "deit": "sdssl", "supervised": "hybrid_distill"}
+FINETUNE_ARCH = {"dbot": "hybrid_distill", "dbot_large": "hybrid_distill model=vit_l16", "beit_ibot": "udi",
+                 "deit": "sdssl", "supervised": "hybrid_distill"}  # "<paper> [overrides]"
 # transfer tables: dataset folder -> (protocol, eval block, paper) as the paper-scale tables set them
 TRANSFER = {"inat21": ("attentive", {}, "bootleg"),  # bootleg experiment=inat21
             "stanford_cars": ("finetune", {"finetune": {"recipe": "dbot"}}, "hybrid_distill"),  # table2_cars
@@ -44,14 +45,15 @@ def _recipes():
     cases += [(data, protocol, block, arch) for data, (protocol, block, arch) in TRANSFER.items()]
     share = {(rotation_key() + k) % len(cases) for k in range(CI_RECIPES)}  # the rest under -m paper
     return [pytest.param(*c, marks=[] if i in share else [pytest.mark.paper],
-                         id=f"{c[0]}-{c[1]}-{json.dumps(c[2], sort_keys=True) if c[2] else 'default'}-{c[3]}")
+                         id=f"{c[0]}-{c[1]}-{json.dumps(c[2], sort_keys=True) if c[2] else 'default'}-{c[3].replace(' ', '-')}")
             for i, c in enumerate(cases)]
 
 
-def _arch_file(paper: str, directory: Path) -> Path:
+def _arch_file(arch: str, directory: Path) -> Path:
     from common.config import load_config
+    paper, *overrides = arch.split()
     path = directory / f"{paper}_arch.json"
-    model = OmegaConf.to_container(load_config(paper, ["scale=paper"]).model, resolve=True)
+    model = OmegaConf.to_container(load_config(paper, ["scale=paper", *overrides]).model, resolve=True)
     path.write_text(json.dumps(model))
     return path
 
