@@ -29,6 +29,9 @@ NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "results_
                      "data.root", "eval", "extra_evals", "cost", "optim.allow_full_warmup")
 # ... except the evaluation keys that decide which encoder a run exports.
 IDENTITY_EVAL_KEYS = ("encoder",)
+# Keys added after runs existed: left out of the hash while null (their default), so the
+# run directories made before them keep their hash.
+NULL_DEFAULT_KEYS = ("data.per_process_batch", "train.max_steps")
 
 
 class ConfigError(UserError, ValueError):
@@ -207,6 +210,9 @@ def identity(cfg: DictConfig) -> dict:
     kept_eval = {k: plain["eval"][k] for k in IDENTITY_EVAL_KEYS if plain.get("eval", {}).get(k) is not None}
     for key in NON_IDENTITY_KEYS:
         _drop(plain, key)
+    for key in NULL_DEFAULT_KEYS:
+        if OmegaConf.select(cfg, key, default=None) is None:
+            _drop(plain, key)
     if kept_eval:
         plain["eval"] = kept_eval
     return plain

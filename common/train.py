@@ -214,7 +214,10 @@ def make_plan(cfg: DictConfig, dataset_len: int, world: int) -> Plan:
                          f"(data.batch_size={gb}); lower data.batch_size")
     total = spe * int(cfg.train.epochs)
     warmup = int(round(float(cfg.optim.warmup_epochs) * spe))
-    return Plan(gb, gb // world, spe, total, warmup)
+    # data.per_process_batch runs a recipe's steps on a small machine: the loader draws that
+    # many images, while lr scaling and the schedule keep the global batch (as one DDP rank)
+    per_process = cfg.data.get("per_process_batch")
+    return Plan(gb, int(per_process) if per_process else gb // world, spe, total, warmup)
 
 
 def lr_wd_at(step: int, plan: Plan, base_lr: float, optim: DictConfig) -> tuple[float, float]:
@@ -467,11 +470,13 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every_steps)
     t_last, images_since = time.perf_counter(), 0
     cost = TrainingCost(*cost_before)
+    # train.max_steps stops early (tests of paper recipes); the schedules still span the epochs
+    stop_at = min(plan.total_steps, int(cfg.train.get("max_steps") or plan.total_steps))
     method.train()
     stop.armed = True
     if step == 0:
         t_last += monitor(step, epoch, plan.total_steps, method)
-    while epoch < int(cfg.train.epochs):
+    while epoch < int(cfg.train.epochs) and step < stop_at:
         sampler.set_epoch(epoch)
         sampler.set_start_batch(batch_in_epoch, plan.per_rank_batch)
         loader = DataLoader(SeededDataset(dataset, seed, epoch), batch_size=plan.per_rank_batch,
@@ -530,6 +535,12 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
                 if bar is not None:
                     bar.close()  # the message goes on a line of its own
                 raise TrainingInterrupted(interrupted_message(cfg, ckpts, step))
+            if batch_in_epoch == plan.steps_per_epoch or step == stop_at:
+                break
+        if batch_in_epoch < plan.steps_per_epoch:  # stopped at train.max_steps
+            if saved_at != step:
+                save(epoch, batch_in_epoch)
+            break
         epoch += 1
         batch_in_epoch = 0
         save(epoch, 0)

@@ -138,6 +138,7 @@ def run(ctx) -> tuple[dict, str, dict]:
                                    int(ctx.cfg.seed))
     res = train_grid({spec.name: probe}, [spec], batches, val, ctx.labels("val"),
                      epochs=int(c.epochs), optimizer="adamw", warmup_epochs=float(c.warmup_epochs),
-                     report=c.report, progress=bool(ctx.cfg.progress), desc="attentive probe")[spec.name]
+                     report=c.report, progress=bool(ctx.cfg.progress), desc="attentive probe",
+                     max_steps=ctx.cfg.max_steps)[spec.name]
     metrics = {"attentive/top1": res["top1"], "attentive/top5": res["top5"]}
     return metrics, "attentive/top1", {"kind": c.kind, "num_heads": heads, "epoch": res["epoch"]}

@@ -159,6 +159,7 @@ def run(ctx) -> tuple[dict, str, dict]:
     best = {"top1": -1.0, "top5": -1.0, "epoch": 0}
     step, loss_sum, loss_n = 0, 0.0, 0
     torch.manual_seed(seed)
+    stop_at = total if ctx.cfg.max_steps is None else min(total, int(ctx.cfg.max_steps))
     for epoch in range(int(c.epochs)):
         data.set_epoch(epoch)
         model.train()
@@ -179,14 +180,18 @@ def run(ctx) -> tuple[dict, str, dict]:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(c.clip_grad))
             opt.step()
             step += 1
-            if epoch == int(c.epochs) - 1:
+            if epoch == int(c.epochs) - 1 or stop_at < total:  # a capped run reports its steps' loss
                 loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
             if bar is not None:
                 bar.update(1)
-        if c.report == "best" or epoch == int(c.epochs) - 1:
+            if step == stop_at:
+                break
+        if c.report == "best" or epoch == int(c.epochs) - 1 or step == stop_at:
             top1, top5 = evaluate_classifier(model, ctx, int(ctx.cfg.batch_size))
             if c.report == "last" or top1 > best["top1"]:
                 best = {"top1": top1, "top5": top5, "epoch": epoch + 1}
+        if step == stop_at:
+            break
     if bar is not None:
         bar.close()
     metrics = {"finetune/top1": best["top1"], "finetune/top5": best["top5"],

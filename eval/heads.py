@@ -127,9 +127,10 @@ def evaluate_heads(heads: dict[str, nn.Module], specs: list[HeadSpec], features:
 def train_grid(heads: dict[str, nn.Module], specs: list[HeadSpec], batches, val_features: dict[str, torch.Tensor],
                val_labels: torch.Tensor, *, epochs: int, optimizer: str = "sgd", momentum: float = 0.9,
                warmup_epochs: float = 0, report: str = "last", loss_fn=None, forward=None,
-               progress: bool = False, desc: str = "probe") -> dict[str, dict[str, float]]:
+               progress: bool = False, desc: str = "probe", max_steps: int | None = None) -> dict[str, dict[str, float]]:
     """Train every head of ``heads`` (keyed by spec name); returns per head
-    ``{"top1", "top5", "epoch"}`` (last epoch, or best validation top-1 when report=best)."""
+    ``{"top1", "top5", "epoch"}`` (last epoch, or best validation top-1 when report=best).
+    ``max_steps`` stops early (tests of paper recipes); the schedule still spans ``epochs``."""
     if report not in ("last", "best"):
         raise ValueError(f"report {report!r} unknown; use last or best")
     if epochs < 1:
@@ -155,6 +156,7 @@ def train_grid(heads: dict[str, nn.Module], specs: list[HeadSpec], batches, val_
         from tqdm import tqdm
         bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
     step = 0
+    stop_at = total if max_steps is None else min(total, int(max_steps))
     for epoch in range(epochs):
         for head in heads.values():
             head.train()
@@ -167,11 +169,15 @@ def train_grid(heads: dict[str, nn.Module], specs: list[HeadSpec], batches, val_
             step += 1
             if bar is not None:
                 bar.update(1)
-        if report == "best" or epoch == epochs - 1:
+            if step == stop_at:
+                break
+        if report == "best" or epoch == epochs - 1 or step == stop_at:
             accs = evaluate_heads(heads, specs, val_features, val_labels, forward=forward)
             for name, (top1, top5) in accs.items():
                 if report == "last" or top1 > results[name]["top1"]:
                     results[name] = {"top1": top1, "top5": top5, "epoch": epoch + 1}
+        if step == stop_at:
+            break
     if bar is not None:
         bar.close()
     return results

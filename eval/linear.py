@@ -113,7 +113,8 @@ def run(ctx) -> tuple[dict, str, dict]:
         batches = AugmentedBatches(ctx, feats, train_transform(ctx, c.aug), batch_size, int(ctx.cfg.seed))
     results = train_grid(heads, specs, batches, val, ctx.labels("val"), epochs=int(c.epochs),
                          optimizer=c.optimizer, momentum=float(c.momentum), warmup_epochs=float(c.warmup_epochs),
-                         report=c.report, progress=bool(ctx.cfg.progress), desc="linear heads")
+                         report=c.report, progress=bool(ctx.cfg.progress), desc="linear heads",
+                         max_steps=ctx.cfg.max_steps)
     metrics = {}
     for s in specs:
         metrics[f"linear/{s.name}/top1"] = results[s.name]["top1"]

@@ -77,7 +77,8 @@ def run(ctx) -> tuple[dict, str, dict]:
             heads = {s.name: LinearHead(x.shape[1], ctx.num_classes) for s in specs}
             res = train_grid(heads, specs, CachedBatches({token: x}, y, int(c.batch_size), int(ctx.cfg.seed)),
                              {token: val_x}, val_y, epochs=int(c.epochs), optimizer="adamw",
-                             progress=bool(ctx.cfg.progress), desc=f"low-shot {split}")
+                             progress=bool(ctx.cfg.progress), desc=f"low-shot {split}",
+                             max_steps=ctx.cfg.max_steps)
             accs = {lam: res[f"lambda{lam:g}"]["top1"] for lam in c.lambdas}
         for lam, acc in accs.items():
             metrics[f"lowshot/{split}/lambda{float(lam):g}/top1"] = acc

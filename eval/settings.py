@@ -92,5 +92,7 @@ def section_hash(cfg: DictConfig, *sections: str) -> str:
     """Hash of the keys that determine one protocol's result (not cache dir, progress...)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     shared = {k: plain[k] for k in ("data", "train_subset", "val_subset", "token", "layers", "val_resize", "seed")}
+    if plain.get("max_steps") is not None:  # null (a full run) stays out: older records keep their hash
+        shared["max_steps"] = plain["max_steps"]
     blob = json.dumps([shared, *[plain[s] for s in sections]], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -125,3 +125,24 @@ def test_two_gloo_processes_equal_one_process_with_double_batch(toy_overrides, t
     build_train_data(single)
     init = build_method(single, 10).encoder_for_eval().state_dict()
     assert any(not torch.equal(a[k], init[k]) for k in a)
+
+
+def test_max_steps_and_per_process_batch_keep_the_full_runs_schedule(toy_overrides):
+    from common.config import config_hash
+
+    full = load_config("toy_paper", [*toy_overrides, "run_name=full", "train.epochs=3"])
+    capped = load_config("toy_paper", [*toy_overrides, "run_name=capped", "train.epochs=3",
+                                       "train.max_steps=5", "data.per_process_batch=4"])
+    # null (the default) leaves the hash of existing runs alone; a cap is part of the identity
+    assert config_hash(full) == config_hash(load_config("toy_paper", [*toy_overrides, "run_name=full",
+                                                                       "train.epochs=3", "train.max_steps=null"]))
+    assert config_hash(capped) != config_hash(full)
+    train(full)
+    summary = train(capped)
+    assert summary["steps"] == 5
+    full_log = [json.loads(line) for line in (run_dir_of(full) / "log.jsonl").read_text().splitlines()]
+    capped_log = [json.loads(line) for line in (run_dir_of(capped) / "log.jsonl").read_text().splitlines()]
+    # steps per epoch (and so warm-up, lr and wd) follow the global batch, not the 4 images per step
+    assert [r["lr"] for r in capped_log] == [r["lr"] for r in full_log[:5]]
+    assert [r["wd"] for r in capped_log] == [r["wd"] for r in full_log[:5]]
+    assert CheckpointManager(run_dir_of(capped)).list()[0][0] == 5  # the stop point is saved

@@ -1,0 +1,185 @@
+"""Synthetic datasets in the layouts the paper-scale configs read, random-weight teachers, and
+the parametrisation of the paper-recipe tests (every run of every table, or a rotating share).
+
+The synthetic root mirrors the relative paths of the configs (``data/imagenet``,
+``data/teachers/...``): the tests run with it as the working directory, so a config's own
+paths resolve to it; only ``data.name`` paths that are absolute (Bootleg's ``/datasets/...``)
+are rewritten.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from paper_recipes import TORCH_THREADS, experiments, plan, rotation_key
+
+# The folders every `data.name` / `eval.data` of a paper-scale config points to, by basename.
+PRETRAIN_FOLDERS = ("imagenet", "imagenet21k")
+# small image folders: transfer sets, and ImageNet layout for frozen-feature protocols (low-shot)
+TRANSFER_FOLDERS = ("inat21", "inat19", "stanford_cars", "imagenet_tiny")
+IMAGENET_CLASSES = 1000
+# Pretraining plans its steps from the global batch (up to 4096, MAE and SDSSL ViT-S/32): the
+# train split must hold at least that many images for one step per epoch.
+IMAGES_PER_CLASS = 5
+PAPER_RESOLUTION = 224
+
+
+# --------------------------------------------------------------------------- synthetic data
+def _smooth_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A low-frequency colour image (JPEG-compressible, not constant: crops and norms differ)."""
+    coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    from PIL import Image
+    return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BILINEAR))
+
+
+def _distinct_jpegs(directory: Path, n: int, size: int, seed: int) -> list[Path]:
+    from PIL import Image
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = directory / f"base_{i}.JPEG"
+        Image.fromarray(_smooth_image(rng, size)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def write_imagefolder(root: Path, bases: list[Path], classes: int, per_class: int, val_images: int) -> Path:
+    """``root/train/<wnid>/*.JPEG`` (``classes`` x ``per_class``) and ``root/val/<wnid>/*.JPEG``
+    (``val_images``, one per class from the first): hard links of a few distinct images."""
+    wnids = [f"n{10000000 + i:08d}" for i in range(classes)]
+    for split, count in (("train", per_class), ("val", 1)):
+        for c, wnid in enumerate(wnids if split == "train" else wnids[:val_images]):
+            folder = root / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                src = bases[(c * count + k) % len(bases)]
+                dst = folder / f"{wnid}_{k}.JPEG"
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copyfile(src, dst)
+    return root
+
+
+def write_cifar100(root: Path, per_class: int = 1, classes: int = 100) -> Path:
+    """``root/cifar-100-python/{train,test,meta}`` pickles as the official archive has them."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        n = classes * per_class
+        data = rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)
+        labels = [i % classes for i in range(n)]
+        with open(folder / split, "wb") as f:
+            pickle.dump({"data": data, "fine_labels": labels, "coarse_labels": [0] * n}, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{i}" for i in range(classes)]}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A working directory whose ``data/`` holds every dataset layout the paper configs name:
+    ImageNet-1k (1000 classes x 5 train images at 224 px, 2 val images), ImageNet-21k (the same
+    layout), iNat21 / iNat19 / Stanford Cars / a 4-class ImageNet layout (image folders, 4 classes) and CIFAR-100 (pickles)."""
+    root = tmp_path_factory.mktemp("paper_data")
+    bases = _distinct_jpegs(root / "bases", 8, PAPER_RESOLUTION, seed=0)
+    data = root / "data"
+    write_imagefolder(data / "imagenet", bases, IMAGENET_CLASSES, IMAGES_PER_CLASS, val_images=2)
+    (data / "imagenet21k").symlink_to(data / "imagenet", target_is_directory=True)
+    for name in TRANSFER_FOLDERS:
+        write_imagefolder(data / name, bases, classes=4, per_class=2, val_images=2)
+    write_cifar100(data / "cifar100")
+    (data / "teachers").mkdir()
+    return root
+
+
+# --------------------------------------------------------------------------- parametrisation
+def wants_all(config) -> bool:
+    """`pytest -m paper` (or any marker expression selecting `paper`) runs every recipe."""
+    expr = config.getoption("markexpr") or ""
+    return "paper" in expr.replace("not paper", "")
+
+
+# How many pretraining runs the default (CI) selection executes; `-m paper` runs all.
+CI_RUNS = 1
+
+
+def rotating_runs(key: int) -> list[tuple[str, str, object]]:
+    """CI_RUNS runs from different papers: experiment and run picked by ``key``."""
+    exps = experiments()
+    chosen, papers = [], set()
+    i = 0
+    while len(chosen) < CI_RUNS and i < len(exps):
+        paper, exp = exps[(key + i * 7) % len(exps)]
+        i += 1
+        if paper in papers:
+            continue
+        specs = plan(paper, exp)
+        spec = specs[(key // len(exps)) % len(specs)]
+        chosen.append((paper, exp, spec))
+        papers.add(paper)
+    return chosen
+
+
+def all_runs() -> list[tuple[str, str, object]]:
+    return [(paper, exp, spec) for paper, exp in experiments() for spec in plan(paper, exp)]
+
+
+def named_runs(ids: str) -> list[tuple[str, str, object]]:
+    """Runs named ``paper/experiment/run`` (comma-separated), as in the test ids."""
+    chosen = []
+    for name in ids.split(","):
+        paper, exp, run = name.strip().split("/")
+        specs = {s.name: s for s in plan(paper, exp)}
+        if run not in specs:
+            raise ValueError(f"PAPER_RECIPES_ONLY: {paper}/{exp} has no run {run!r}; it has {sorted(specs)}")
+        chosen.append((paper, exp, specs[run]))
+    return chosen
+
+
+def pytest_generate_tests(metafunc):
+    if "paper_run" not in metafunc.fixturenames:
+        return
+    if os.environ.get("PAPER_RECIPES_ONLY"):  # e.g. rerun one failure without planning every table
+        runs, marks = named_runs(os.environ["PAPER_RECIPES_ONLY"]), []
+    elif wants_all(metafunc.config):
+        runs, marks = all_runs(), [pytest.mark.paper]
+    else:
+        runs, marks = rotating_runs(rotation_key()), []
+    metafunc.parametrize("paper_run", [pytest.param(r, marks=marks, id=f"{r[0]}/{r[1]}/{r[2].name}")
+                                       for r in runs])
+
+
+def pytest_report_header(config):
+    if wants_all(config):
+        return "paper recipes: every run of every experiment at scale=paper (-m paper)"
+    return (f"paper recipes: rotating CI share, key {rotation_key()} (PAPER_RECIPES_ROTATION to choose); "
+            "`pytest -m paper tests/paper` runs every run")
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    torch.set_num_threads(TORCH_THREADS)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: under -m paper the CI share belongs to the set too
+def pytest_collection_modifyitems(config, items):
+    """`paper`-marked tests are hours of CPU: they run only when the marker expression asks."""
+    here = Path(__file__).parent
+    mine = [item for item in items if here in Path(str(item.fspath)).parents]
+    if wants_all(config):
+        for item in mine:
+            item.add_marker(pytest.mark.paper)
+        return
+    skip = pytest.mark.skip(reason="paper-scale share outside this CI rotation: pytest -m paper tests/paper runs it")
+    for item in mine:
+        if item.get_closest_marker("paper"):
+            item.add_marker(skip)

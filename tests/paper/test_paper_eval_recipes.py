@@ -1,0 +1,74 @@
+"""Every evaluation recipe at paper scale executes two real steps on CPU.
+
+Each recipe of ``eval/configs`` (linear probes with their augmentation, the attentive probe
+with AutoAugment, the fine-tune recipes, low-shot) plus the transfer datasets the paper-scale
+tables name, through ``eval.api.evaluate`` with ``scale=paper``, on the synthetic folders and
+a random encoder of the architecture the recipe serves (that paper's paper-scale model). The
+overrides change only the data path, the batch sizes (2) and the number of steps (2,
+``eval.max_steps``; schedules still span the recipe's epochs).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from paper_recipes import CONFIGS_EVAL, rotation_key
+
+# recipe -> the paper whose paper-scale encoder it evaluates
+LINEAR_ARCH = {"dino": "udi", "mocov3": "sdssl", "sdssl": "sdssl", "sdssl_multiexit": "sdssl",
+               "udi": "udi", "mae_bn": "bootleg"}
+FINETUNE_ARCH = {"dbot": "hybrid_distill", "dbot_large": "hybrid_distill model=vit_l16", "beit_ibot": "udi",
+                 "deit": "sdssl", "supervised": "hybrid_distill"}  # "<paper> [overrides]"
+# transfer tables: dataset folder -> (protocol, eval block, paper) as the paper-scale tables set them
+TRANSFER = {"inat21": ("attentive", {}, "bootleg"),  # bootleg experiment=inat21
+            "stanford_cars": ("finetune", {"finetune": {"recipe": "dbot"}}, "hybrid_distill"),  # table2_cars
+            "inat19": ("finetune", {"finetune": {"recipe": "dbot"}}, "hybrid_distill"),  # table2_inat19
+            "cifar100": ("finetune", {"finetune": {"recipe": "dbot"}}, "hybrid_distill")}  # table2_cifar100
+BATCH_KEYS = ("linear", "attn_probe", "lowshot", "finetune")
+CI_RECIPES = 2  # recipes per CI run (rotating); `pytest -m paper` runs all
+
+
+def _recipes():
+    linear = sorted(p.stem for p in (CONFIGS_EVAL / "linear").glob("*.yaml"))
+    finetune = sorted(p.stem for p in (CONFIGS_EVAL / "finetune").glob("*.yaml"))
+    assert set(linear) == set(LINEAR_ARCH) and set(finetune) == set(FINETUNE_ARCH), \
+        "a new eval recipe needs its architecture in LINEAR_ARCH / FINETUNE_ARCH"
+    cases = [("imagenet", "linear", {"linear": {"protocol": r}}, LINEAR_ARCH[r]) for r in linear]
+    cases += [("imagenet", "finetune", {"finetune": {"recipe": r}}, FINETUNE_ARCH[r]) for r in finetune]
+    cases += [("imagenet", "attentive", {}, "bootleg"),
+              ("imagenet_tiny", "lowshot", {"lowshot": {"solver": "logreg_full_batch"}}, "udi"),
+              ("imagenet_tiny", "lowshot", {"lowshot": {"solver": "adamw"}}, "udi")]
+    cases += [(data, protocol, block, arch) for data, (protocol, block, arch) in TRANSFER.items()]
+    share = {(rotation_key() + k) % len(cases) for k in range(CI_RECIPES)}  # the rest under -m paper
+    return [pytest.param(*c, marks=[] if i in share else [pytest.mark.paper],
+                         id=f"{c[0]}-{c[1]}-{json.dumps(c[2], sort_keys=True) if c[2] else 'default'}-{c[3].replace(' ', '-')}")
+            for i, c in enumerate(cases)]
+
+
+def _arch_file(arch: str, directory: Path) -> Path:
+    from common.config import load_config
+    paper, *overrides = arch.split()
+    path = directory / f"{paper}_arch.json"
+    model = OmegaConf.to_container(load_config(paper, ["scale=paper", *overrides]).model, resolve=True)
+    path.write_text(json.dumps(model))
+    return path
+
+
+@pytest.mark.parametrize("data,protocol,block,paper", _recipes())
+def test_paper_eval_recipe(data, protocol, block, paper, synthetic_root, tmp_path):
+    from eval.api import evaluate
+
+    kind = "cifar100" if data == "cifar100" else "imagefolder"
+    cfg = {"scale": "paper", "data": f"{kind}:{synthetic_root / 'data' / data}", "device": "cpu",
+           "batch_size": 2, "max_steps": 2, "progress": False, "cache_dir": str(tmp_path / "cache"),
+           **block}
+    for section in BATCH_KEYS:
+        cfg.setdefault(section, {})["batch_size"] = 2
+    [record] = evaluate(f"random:{_arch_file(paper, tmp_path)}", protocol, cfg, out_dir=tmp_path / "results")
+    assert math.isfinite(record["value"]) and 0 <= record["value"] <= 100
+    if protocol == "finetune":
+        assert record["steps"] == 2 and math.isfinite(record["metrics"]["finetune/last_epoch_loss"])
