@@ -7,32 +7,21 @@ import pytest
 import torch
 
 from accumulation import assert_same_gradients, step_gradients
-from common.checkpoint import export_encoder, load_encoder
+from common.checkpoint import load_encoder
 from common.config import load_config
 from common.vit import ViT
+from hd_smoke_teachers import FM_MEAN, save_teacher, smoke_teachers, teacher_overrides
 from hybrid_distill.model import build_method, build_train_data
-
-FM_MEAN, FM_STD = [0.2860406], [0.3530242]
-
-
-def save_teacher(path, seed, embed_dim=48, num_heads=2, depth=3, img_size=16):
-    torch.manual_seed(seed)
-    vit = ViT(img_size=img_size, patch_size=4, in_chans=1, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
-    meta = {"method": "random", "paper": "test", "run": path.parent.name, "config_hash": "x", "git_commit": "x",
-            "step": 0, "feature": "cls", "img_size": img_size, "in_chans": 1, "mean": FM_MEAN, "std": FM_STD}
-    export_encoder(vit, path, meta)
-    return path
 
 
 @pytest.fixture(scope="module")
 def teacher_paths(tmp_path_factory):
-    root = tmp_path_factory.mktemp("teachers")
-    return {name: save_teacher(root / name / "encoder.pt", seed) for seed, name in enumerate(["deit", "clip", "mae"])}
+    return smoke_teachers(tmp_path_factory.mktemp("teachers"))
 
 
 def smoke_cfg(teacher_paths, tmp_path, *extra):
     overrides = ["scale=smoke", f"train.out_root={tmp_path / 'runs'}", f"results_root={tmp_path / 'results'}",
-                 *[f"teachers.{n}.path={p}" for n, p in teacher_paths.items()], *extra]
+                 *teacher_overrides(teacher_paths), *extra]
     return load_config("hybrid_distill", overrides)
 
 

@@ -3,14 +3,18 @@
 For each (paper, experiment, run) planned by ``common.launch.plan_runs`` at ``scale=paper``,
 ``common.train.train`` builds the run's exact model, optimiser, schedules, masks, crops, heads
 and teachers (random weights of the official architectures), runs 2 steps in the run's own
-precision (bf16 / fp16 autocast on CPU where the paper trains in it) and exports the encoder;
+precision (bf16 autocast on CPU where the paper trains in it; fp16 runs use bf16 instead, see
+``PRECISION_STANDINS`` in paper_recipes.py for why) and exports the encoder;
 the encoder then runs an evaluation forward at batch 2, and the run resumes from its step-1
 checkpoint to the same step-2 state. The overrides change only where data and outputs live,
 the device, the images per process (2; lr scaling and schedules keep the paper's global
-batch) and the number of steps (2; the schedules still span the paper's epochs); the test
-checks that the resolved config differs from the paper's in nothing else.
+batch), the number of steps (2; the schedules still span the paper's epochs) and, for fp16
+runs only, the precision; the test checks that the resolved config differs from the paper's in
+nothing else.
 
-By default one rotating share runs (see conftest.py); ``pytest -m paper tests/paper`` runs all.
+By default one rotating run that ``paper_recipes.ci_cost`` admits (at most ViT-B student and
+teachers) executes, plus any experiment whose paper-scale plan fails (see conftest.py);
+``pytest -m paper tests/paper`` runs all.
 Runs whose training config is identical to one already executed in this session (the same
 pretraining reused by several tables) reuse its outcome.
 """
@@ -26,7 +30,7 @@ import pytest
 import torch
 
 from common.config import config_diff, config_hash, identity, load_config
-from paper_recipes import ALLOWED_DIFFERENCES, CUTS, paper_overrides, prepare_teachers  # noqa: E402
+from paper_recipes import ALLOWED_DIFFERENCES, CUTS, Unplannable, paper_overrides, precision_standin, prepare_teachers
 
 # config hash -> None (passed) or the failure message, for runs that share one training config
 _OUTCOMES: dict[str, str | None] = {}
@@ -73,6 +77,7 @@ def run_recipe(paper: str, spec, workdir: Path, out: Path, extra: tuple[str, ...
     """Train 2 steps, evaluate the export at batch 2, resume from step 1; ``extra``: more overrides."""
     from common.train import train
 
+    extra = (*precision_standin(spec.cfg), *extra)
     prepare_teachers(spec.cfg, workdir)
     cfg = load_config(paper, [*spec.overrides, *paper_overrides(spec.cfg, workdir, out), *extra])
     changed = {line.split(":")[0].strip() for line in config_diff(identity(spec.cfg), identity(cfg))}
@@ -105,6 +110,8 @@ def run_recipe(paper: str, spec, workdir: Path, out: Path, extra: tuple[str, ...
 
 def test_paper_recipe(paper_run, synthetic_root, tmp_path, monkeypatch):
     paper, experiment, spec = paper_run
+    if isinstance(spec, Unplannable):
+        pytest.fail(f"{paper}/{experiment} cannot be planned at scale=paper: {spec.error}")
     if (paper, spec.name) in CUTS:
         pytest.xfail(CUTS[(paper, spec.name)])
     digest = config_hash(spec.cfg)
