@@ -24,7 +24,10 @@ CONFIGS_EVAL = REPO / "eval" / "configs"
 PAPERS = ("bootleg", "sdssl", "hybrid_distill", "udi")
 
 # Identity keys (common.config.identity) the test overrides; any other difference fails the test.
-ALLOWED_DIFFERENCES = {"data.name", "data.per_process_batch", "train.max_steps", "train.device"}
+# The two monitor keys measure the encoder and change no training state (the resume check compares
+# that state); they are identity keys all the same, so they are listed.
+ALLOWED_DIFFERENCES = {"data.name", "data.per_process_batch", "train.max_steps", "train.device",
+                       "train.health.probe_images", "train.knn_monitor.every"}
 
 # (paper, run) -> why it is not executed as configured. Depth cuts would be listed here with the
 # key they cut; none is needed: every run executes at its paper depth.
@@ -81,12 +84,19 @@ def synthetic_data_name(name: str, workdir: Path) -> str:
 
 def paper_overrides(cfg, workdir: Path, out: Path) -> list[str]:
     """Where data and outputs live, the device, 2 images per process and 2 steps."""
-    return [f"data.name={synthetic_data_name(str(cfg.data.name), workdir)}",
+    # the training monitors probe eval.data (not an identity key): it moves with data.name
+    eval_data = cfg.eval.get("data") if cfg.get("eval") else None
+    moved = [f"eval.data={synthetic_data_name(str(eval_data), workdir)}"] if eval_data else []
+    return [*moved, f"data.name={synthetic_data_name(str(cfg.data.name), workdir)}",
             "data.per_process_batch=2", "train.max_steps=2", "train.device=cpu",
             # not identity keys: where outputs go and how often they are written
             f"train.out_root={out / 'runs'}", f"results_root={out / 'results'}",
             "train.ckpt_every_steps=1", "train.keep_checkpoints=3", "train.log_every=1",
-            "train.progress=false", f"train.threads={TORCH_THREADS}"]
+            "train.progress=false", f"train.threads={TORCH_THREADS}",
+            "data.num_workers=1",  # paper configs start up to 10 loader processes: 2 cores, 2 images
+            # the monitors (not identity keys) on 2 images, and no k-NN monitor: its class-balanced
+            # subsets need an image per class of 1000 (2000 paper-size forwards per measurement)
+            "train.health.probe_images=2", "train.knn_monitor.every=0"]
 
 
 def random_teacher_file(path: Path, timm_name: str) -> Path:

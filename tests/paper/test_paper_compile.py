@@ -9,7 +9,6 @@ random-weight smoke teachers written into the test's tmp dir (tests/hd_smoke_tea
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -25,14 +24,13 @@ PAPER_COMPILE_RUNS = {"bootleg": ("main_table", "s16-bootleg"), "sdssl": ("table
 
 
 def _losses(paper: str, compile_: bool, out: Path, extra: list[str]) -> list[float]:
-    from common.train import train
+    from common.train import train, training_log
 
     cfg = load_config(paper, ["scale=smoke", "train.max_steps=2", "train.device=cpu", f"train.compile={compile_}",
                               f"train.out_root={out}", f"results_root={out}/results", "train.progress=false",
                               f"train.threads={TORCH_THREADS}", "run_name=compile" if compile_ else "run_name=eager", *extra])
     summary = train(cfg)
-    log = [json.loads(line) for line in (Path(summary["run_dir"]) / "log.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in log if "loss" in r]
+    return [r["loss"] for r in training_log(Path(summary["run_dir"]))]
 
 
 # Found by this test, not fixed yet: strict, so that the fix turns the case into a pass.

@@ -20,7 +20,6 @@ pretraining reused by several tables) reuse its outcome.
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -75,7 +74,7 @@ def _eval_forward(encoder_path: Path, data_name: str) -> torch.Tensor:
 
 def run_recipe(paper: str, spec, workdir: Path, out: Path, extra: tuple[str, ...] = ()) -> dict:
     """Train 2 steps, evaluate the export at batch 2, resume from step 1; ``extra``: more overrides."""
-    from common.train import train
+    from common.train import train, training_log
 
     extra = (*precision_standin(spec.cfg), *extra)
     prepare_teachers(spec.cfg, workdir)
@@ -87,7 +86,7 @@ def run_recipe(paper: str, spec, workdir: Path, out: Path, extra: tuple[str, ...
     summary = train(cfg)
     assert summary["steps"] == 2
     run_dir = Path(summary["run_dir"])
-    losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in training_log(run_dir)]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses), losses
 
     tokens = _eval_forward(Path(summary["encoder"]), str(cfg.data.name))
