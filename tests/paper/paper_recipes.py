@@ -94,8 +94,8 @@ def paper_overrides(cfg, workdir: Path, out: Path) -> list[str]:
             "train.ckpt_every_steps=1", "train.keep_checkpoints=3", "train.log_every=1",
             "train.progress=false", f"train.threads={TORCH_THREADS}",
             "data.num_workers=1",  # paper configs start up to 10 loader processes: 2 cores, 2 images
-            # the monitors (not identity keys) on 2 images, and no k-NN monitor: its class-balanced
-            # subsets need an image per class of 1000 (2000 paper-size forwards per measurement)
+            # the health monitor on 2 images, and no k-NN monitor: its class-balanced subsets need an
+            # image per class of 1000 (2000 paper-size forwards per measurement); see ALLOWED_DIFFERENCES
             "train.health.probe_images=2", "train.knn_monitor.every=0"]
 
 

@@ -8,8 +8,8 @@ precision (bf16 autocast on CPU where the paper trains in it; fp16 runs use bf16
 the encoder then runs an evaluation forward at batch 2, and the run resumes from its step-1
 checkpoint to the same step-2 state. The overrides change only where data and outputs live,
 the device, the images per process (2; lr scaling and schedules keep the paper's global
-batch), the number of steps (2; the schedules still span the paper's epochs) and, for fp16
-runs only, the precision; the test checks that the resolved config differs from the paper's in
+batch), the number of steps (2; the schedules still span the paper's epochs), the training
+monitors (health on 2 images, no k-NN) and, for fp16 runs only, the precision; the test checks that the resolved config differs from the paper's in
 nothing else.
 
 By default one rotating run that ``paper_recipes.ci_cost`` admits (at most ViT-B student and
