@@ -26,7 +26,9 @@ COMMON_CONFIGS = Path(__file__).resolve().parent / "configs"
 NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "results_root", "train.out_root",
                      "train.log_every", "train.ckpt_every_steps", "train.keep_checkpoints",
                      "train.progress", "train.threads", "train.dist_timeout_s", "data.num_workers",
-                     "data.root", "eval", "extra_evals", "cost", "optim.allow_full_warmup")
+                     "data.root", "eval", "extra_evals", "cost", "optim.allow_full_warmup",
+                     # the monitors only measure: a run trains the same weights with them on or off
+                     "train.health", "train.knn_monitor")
 # ... except the evaluation keys that decide which encoder a run exports.
 IDENTITY_EVAL_KEYS = ("encoder",)
 # Keys added after runs existed: left out of the hash while null (their default), so the

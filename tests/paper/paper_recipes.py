@@ -24,10 +24,8 @@ CONFIGS_EVAL = REPO / "eval" / "configs"
 PAPERS = ("bootleg", "sdssl", "hybrid_distill", "udi")
 
 # Identity keys (common.config.identity) the test overrides; any other difference fails the test.
-# The two monitor keys measure the encoder and change no training state (the resume check compares
-# that state); they are identity keys all the same, so they are listed.
-ALLOWED_DIFFERENCES = {"data.name", "data.per_process_batch", "train.max_steps", "train.device",
-                       "train.health.probe_images", "train.knn_monitor.every"}
+# (The monitor keys it also sets are not identity keys: they measure and change no weights.)
+ALLOWED_DIFFERENCES = {"data.name", "data.per_process_batch", "train.max_steps", "train.device"}
 
 # (paper, run) -> why it is not executed as configured. Depth cuts would be listed here with the
 # key they cut; none is needed: every run executes at its paper depth.

@@ -31,7 +31,7 @@ def test_small_scales_run_in_one_local_process(paper, experiment):
 def test_paper_scale_on_slurm_takes_the_job_shape_of_the_paper_scale(paper, experiment):
     want = shape(load_config(paper, ["scale=paper", "cluster=slurm"]).cluster)
     assert want["gpus_per_node"] > 0
-    # unvalidated: e.g. bootleg's compare_long (8 epochs) is refused at paper scale (40 warm-up epochs)
+    # unvalidated: this test is about job shapes; validation has tests of its own
     got = shape(load_config(paper, [f"experiment={experiment}", "scale=paper", "cluster=slurm"],
                             validate=False).cluster)
     assert got == want
