@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
+import sys
 
 from common.config import ConfigError
 
@@ -44,3 +46,11 @@ def user_errors(prefix: str = "config error", debug: bool = False, kinds: tuple 
             raise
         text = exc.args[0] if exc.args else type(exc).__name__
         raise SystemExit(f"{prefix}: {one_line(text)}") from None
+
+
+def exit_interrupted(message: str) -> None:
+    """Ctrl-C ends in one line and exit status 130. Further Ctrl-Cs are ignored from here on:
+    one that lands while the message is printed would otherwise escape as a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(message, file=sys.stderr)
+    sys.exit(130)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from common.cli import OneLineArgumentParser, add_debug_flag, user_errors
+from common.cli import OneLineArgumentParser, add_debug_flag, exit_interrupted, user_errors
 from common.config import ConfigError, config_hash, group_names, load_config, split_override
 from common.errors import UserError
 
@@ -334,8 +334,7 @@ def _main(paper: str, args: argparse.Namespace) -> None:
     except (JobFailure, UserError) as exc:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt as exc:
-        print(str(exc) or "interrupted; relaunch the same command to resume", file=sys.stderr)
-        sys.exit(130)
+        exit_interrupted(str(exc) or "interrupted; relaunch the same command to resume")
     except Exception:
         if args.debug:
             raise

@@ -25,7 +25,7 @@ import argparse  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from common.cli import OneLineArgumentParser, add_debug_flag, user_errors  # noqa: E402
+from common.cli import OneLineArgumentParser, add_debug_flag, exit_interrupted, user_errors  # noqa: E402
 from common.data import dataset_known  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from eval import settings  # noqa: E402
@@ -151,8 +151,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except UserError as exc:
             sys.exit(f"error: {exc}")
         except KeyboardInterrupt:
-            print(f"interrupted; the records of finished protocols are kept in {out}", file=sys.stderr)
-            sys.exit(130)
+            exit_interrupted(f"interrupted; the records of finished protocols are kept in {out}")
     for r in records:
         print(f"{r['protocol']:>9}  {r['metric']} = {r['value']:.2f}   ({r['wall_time_s']:.0f} s)  -> {out}/{r['protocol']}.json")
     return records
