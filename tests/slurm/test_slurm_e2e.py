@@ -23,7 +23,7 @@ import torch
 
 from common.checkpoint import load_encoder
 from common.launch import plan_runs
-from common.train import run_dir_of
+from common.train import run_dir_of, training_log
 
 pytestmark = pytest.mark.slurm
 
@@ -189,7 +189,7 @@ def test_preempted_job_requeues_and_resumes_to_bitwise_equal_weights(workdir, jo
     assert job_log.count("Starting with JobEnvironment") == 2, job_log
     # The second start continued from a checkpoint, not from scratch: every step was logged,
     # step 1 only once.
-    steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in training_log(run_dir)]  # the monitor lines (step 0, ...) aside
     assert sorted(set(steps)) == list(range(1, steps_total + 1)) and steps.count(1) == 1, steps
 
     ref, got = encoder_weights(workdir / "reference" / "bootleg" / "bootleg"), encoder_weights(run_dir)
