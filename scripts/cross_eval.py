@@ -6,6 +6,7 @@ block), attentive probe, low-shot 1%/10%, and k-NN transfer to MNIST-5k.
 
     python scripts/cross_eval.py --run bootleg-mini          # records in results/cross/<run>/
     python scripts/cross_eval.py --floors                    # pixels + a random encoder per init
+    python scripts/cross_eval.py --run bootleg-seed1 --trim  # a seed run: k-NN + last-block linear
 """
 from __future__ import annotations
 
@@ -33,17 +34,26 @@ SMOKE_CFG = {"train_subset": 1000, "val_subset": 200, "knn": {"k": [5], "report_
              "linear": {"per_layer": True, "epochs": 2, "lr_sweep": [0.1]}, "attn_probe": {"epochs": 1},
              "lowshot": {"epochs": 5}}
 TRANSFER = {"data": "mnist5k", "train_subset": None, "val_subset": None}  # all 4,000 / 1,000
+# Seeds >= 1 of the headline runs: only the two columns that get intervals. The linear head is
+# the per-layer grid restricted to the last block (layers=1), so its record names the same
+# metric as seed 0's last-block column, from the same features, recipe and lr grid.
+TRIMMED_PROTOCOLS = ("knn", "linear")
+TRIMMED_CFG = {"layers": 1}
 
 
-def runs_table() -> dict:
-    return yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["runs"]
+def runs_table(seeds: bool = False) -> dict:
+    """The runs of dvc_runs.yaml, with its seed runs too if `seeds`."""
+    table = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())
+    return {**table["runs"], **(table.get("seed_runs") or {})} if seeds else table["runs"]
 
 
-def evaluate_all(encoder: str, out_dir: Path, scale: str, run_info: dict | None = None) -> None:
-    cfg = {**CROSS_CFG, **(SMOKE_CFG if scale == "smoke" else {})}
-    for protocol in PROTOCOLS:
+def evaluate_all(encoder: str, out_dir: Path, scale: str, run_info: dict | None = None,
+                 trim: bool = False) -> None:
+    cfg = {**CROSS_CFG, **(SMOKE_CFG if scale == "smoke" else {}), **(TRIMMED_CFG if trim else {})}
+    for protocol in TRIMMED_PROTOCOLS if trim else PROTOCOLS:
         evaluate(encoder, protocol, cfg, out_dir=out_dir, run_info=run_info)
-    evaluate(encoder, "knn", {**cfg, **TRANSFER}, out_dir=out_dir / "mnist5k", run_info=run_info)
+    if not trim:
+        evaluate(encoder, "knn", {**cfg, **TRANSFER}, out_dir=out_dir / "mnist5k", run_info=run_info)
 
 
 def random_floor_archs(runs: dict) -> dict[str, dict]:
@@ -71,6 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--scale", choices=("smoke", "mini"), default="mini")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--results", default="results/cross")
+    p.add_argument("--trim", action="store_true",
+                   help="only k-NN and the last-block linear head (the extra seeds of the headline runs)")
     args = p.parse_args(argv)
     out = Path(args.results)
     if args.floors:
@@ -79,14 +91,14 @@ def main(argv=None) -> int:
             floor_dir = out / "floors" / f"random-{init}"
             evaluate_all(random_spec(arch, floor_dir), floor_dir, args.scale, {"method": "random", "run": f"random-{init}"})
         return 0
-    runs = runs_table()
+    runs = runs_table(seeds=True)
     unknown = [r for r in args.run if r not in runs]
     if unknown:
         print(f"error: unknown run(s) {unknown}; known: {', '.join(runs)}", file=sys.stderr)
         return 2
     for run in args.run:
         encoder = Path(args.runs_root) / runs[run]["paper"] / run / "encoder.pt"
-        evaluate_all(str(encoder), out / run, args.scale)
+        evaluate_all(str(encoder), out / run, args.scale, trim=args.trim)
     return 0
 
 
