@@ -2,9 +2,13 @@
 
 Reads the records written by scripts/cross_eval.py (results/cross/) and draws two plots:
 linear-probe accuracy per block for every method, and accuracy against training cost.
-Every number in the table links to the record it comes from.
+Every number in the table links to the record it comes from. The headline runs with extra
+pretraining seeds (`seed_runs` of dvc_runs.yaml) show k-NN and linear as mean +- std over the
+seeds that have records, and the Claims section tests each paper's claimed direction on them
+(scripts/claims.py); the same claims table goes to results/claims.json.
 
     python scripts/results.py [--results results/cross] [--out RESULTS.md] [--plots docs/results]
+                              [--claims results/claims.json]
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import yaml
 
 from eval.encoders import floor_label
 from eval.records import load_records
+from scripts.claims import CLAIMS, LEVEL, assess, mean_std
 
 REPO = Path(__file__).resolve().parents[1]
 PER_LAYER = re.compile(r"^linear/[a-z_]+@(\d+)/best/top1$")
@@ -30,6 +35,8 @@ COLUMNS = (  # header, protocol, metric (None = the record's headline), subdirec
     ("low-shot 10%", "lowshot", "lowshot/10pct/top1", ""),
     ("MNIST-5k k-NN", "knn", None, "mnist5k"),
 )
+# the columns measured on every seed of the headline runs (scripts/cross_eval.py --trim)
+SEEDED = {c[0]: c for c in COLUMNS[:2]}
 
 
 def _rel(path: str, out: Path) -> str:
@@ -37,15 +44,79 @@ def _rel(path: str, out: Path) -> str:
         if Path(path).resolve().is_relative_to(out.resolve().parent) else path
 
 
-def _cell(rec: dict | None, metric: str | None, out: Path) -> str:
+def _value(rec: dict | None, metric: str | None) -> float | None:
     if rec is None:
-        return "–"
+        return None
     if metric == "last_block":  # the per-layer grid's head on the final block (pixels: its only head)
         layers = per_layer(rec)
-        value = layers[max(layers)] if layers else rec["value"]
-    else:
-        value = rec["value"] if metric is None else rec["metrics"].get(metric)
+        return layers[max(layers)] if layers else rec["value"]
+    return rec["value"] if metric is None else rec["metrics"].get(metric)
+
+
+def _cell(rec: dict | None, metric: str | None, out: Path) -> str:
+    value = _value(rec, metric)
     return "–" if value is None else f"[{value:.1f}]({_rel(rec['_path'], out)})"
+
+
+def seed_table() -> dict:
+    return yaml.safe_load((REPO / "dvc_runs.yaml").read_text()).get("seed_runs") or {}
+
+
+def seed_values(rows: dict, seeds: dict, run: str, column: tuple) -> dict[int, tuple[float, dict]]:
+    """{seed index: (value, record)} of one column over the seeds of `run` that have a record;
+    seed 0 is the run itself."""
+    _, protocol, metric, sub = column
+    names = {0: run, **{entry["seed_index"]: name for name, entry in seeds.items() if entry["base"] == run}}
+    found = {}
+    for index, name in sorted(names.items()):
+        rec = rows.get(name, {}).get((protocol, sub))
+        if (value := _value(rec, metric)) is not None:
+            found[index] = (value, rec)
+    return found
+
+
+def _seeded_cell(found: dict[int, tuple[float, dict]], out: Path) -> str:
+    """mean ± sample std (n) with every seed's value linking its record; one seed: its number."""
+    if not found:
+        return "–"
+    links = [f"[{v:.1f}]({_rel(rec['_path'], out)})" for v, rec in found.values()]
+    if len(found) == 1:
+        return links[0]
+    mean, std = mean_std([v for v, _ in found.values()])
+    return f"{mean:.1f} ± {std:.1f} (n={len(found)}: {', '.join(links)})"
+
+
+def claims_rows(rows: dict, seeds: dict) -> list[dict]:
+    """Every claim of CLAIMS on every seeded column: paired differences, interval, verdict."""
+    table = []
+    for claim in CLAIMS:
+        for header, column in SEEDED.items():
+            better, worse = (seed_values(rows, seeds, run, column) for run in (claim.better, claim.worse))
+            result = assess({i: v for i, (v, _) in better.items()}, {i: v for i, (v, _) in worse.items()})
+            records = {side: [found[i][1]["_path"] for i in (result or {}).get("seeds", [])]
+                       for side, found in (("better", better), ("worse", worse))}
+            table.append({"paper": claim.paper, "better": claim.better, "worse": claim.worse,
+                          "source": claim.source, "metric": header,
+                          **(result or {"seeds": [], "verdict": "no records"}), "records": records})
+    return table
+
+
+def render_claims(claims: list[dict]) -> list[str]:
+    lines = ["## Claims", "",
+             "Each paper's claimed direction on its headline runs: the paired difference (claimed better "
+             "minus claimed worse) of seed i against seed i (both pretrained with the same `train.seed`), "
+             f"its mean over the seeds and a {LEVEL:.0%} Student-t interval. The verdict follows the "
+             "interval: above 0 the claim holds at the mini budget, below 0 it is reversed, across 0 the "
+             "difference is within the seed-to-seed noise. Also in `results/claims.json`.", "",
+             "| paper | claim | metric | differences (seed: points) | mean | 95% interval | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for c in claims:
+        diffs = ", ".join(f"{s}: {d:+.1f}" for s, d in zip(c["seeds"], c.get("differences", []))) or "–"
+        mean = f"{c['mean']:+.1f}" if "mean" in c else "–"
+        interval = f"[{c['low']:+.1f}, {c['high']:+.1f}]" if c.get("low") is not None else "–"
+        lines.append(f"| {c['paper']} | {c['better']} > {c['worse']} | {c['metric']} | {diffs} | {mean} | "
+                     f"{interval} | {c['verdict']} |")
+    return lines
 
 
 def train_cost(paper: str | None, run: str) -> tuple[float | None, float | None]:
@@ -76,6 +147,7 @@ def collect(results: Path) -> dict[str, dict[tuple[str, str], dict]]:
 
 def render(results: Path, out: Path, plots: Path) -> str:
     runs = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["runs"]
+    seeds = seed_table()
     rows = collect(results)
     lines = ["# Cross-paper results at the mini budget", "",
              "Every method below was pretrained on Fashion-MNIST at its paper's mini scale and evaluated "
@@ -87,7 +159,9 @@ def render(results: Path, out: Path, plots: Path) -> str:
              "memory come from each run's `done.json`; they are wall times on the hardware named below, "
              "which other work on the machine can stretch, so compare them only roughly. The mini "
              "budgets are small (see each paper's README): most rows sit near or below the floors, "
-             "which says nothing about the paper scale.", "",
+             "which says nothing about the paper scale. The headline runs of each paper show k-NN and "
+             "linear as mean ± sample std over their pretraining seeds (n = the seeds with records, each "
+             "linked); their other columns are seed 0's.", "",
              "| paper | method | run | " + " | ".join(c[0] for c in COLUMNS) +
              " | best block (linear) | pretrain time (min) | pretrain peak mem (GB) |",
              "|" + "---|" * (len(COLUMNS) + 6)]
@@ -103,13 +177,15 @@ def render(results: Path, out: Path, plots: Path) -> str:
         best = f"{max(layers.values()):.1f} (block {max(layers, key=layers.get)})" if layers else "–"
         seconds, mem = train_cost(runs.get(name, {}).get("paper"), name)
         cost = [f"{seconds / 60:.1f}" if seconds else "–", f"{mem / 1024:.2f}" if mem else "–"]
-        cells = [_cell(recs.get((proto, sub)), metric, out) for _, proto, metric, sub in COLUMNS]
+        cells = [_seeded_cell(seed_values(rows, seeds, name, column), out) if column[0] in SEEDED
+                 else _cell(recs.get((column[1], column[3])), column[2], out) for column in COLUMNS]
         method = floor_label("random", any_rec.get("init")) if name.startswith("random") else any_rec.get("method")
         lines.append(f"| {paper} | {method} | {name} | " + " | ".join([*cells, best, *cost]) + " |")
     hardware = sorted({r.get("train_hardware") or r.get("hardware") for recs in rows.values() for r in recs.values()})
     commits = sorted({r["git_commit"] for recs in rows.values() for r in recs.values()})
     lines += ["", f"Hardware: {'; '.join(h for h in hardware if h)}. Evaluation commits: {', '.join(commits)}.", ""]
-    for png in draw(rows, runs, plots):
+    lines += [*render_claims(claims_rows(rows, seeds)), ""]
+    for png in draw({name: recs for name, recs in rows.items() if name not in seeds}, runs, plots):
         lines.append(f"![{png.stem}]({_rel(str(png), out)})")
     return "\n".join(lines) + "\n"
 
@@ -159,10 +235,14 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="results/cross")
     p.add_argument("--out", default="RESULTS.md")
     p.add_argument("--plots", default="docs/results")
+    p.add_argument("--claims", default="results/claims.json")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.write_text(render(Path(args.results), out, Path(args.plots)))
     print(f"wrote {out}")
+    claims = Path(args.claims)
+    claims.write_text(json.dumps(claims_rows(collect(Path(args.results)), seed_table()), indent=1) + "\n")
+    print(f"wrote {claims}")
     return 0
 
 

@@ -32,8 +32,9 @@ def make_copy(root: Path) -> tuple[Path, dict]:
         if src.is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)
-    (repo / "params.yaml").write_text("scale: smoke\n")
-    (repo / "dvc_runs.yaml").write_text("runs:\n  bootleg:\n    paper: bootleg\n    extra_dep: bootleg/configs\n")
+    (repo / "params.yaml").write_text("scale: smoke\nseeds: 1\n")
+    (repo / "dvc_runs.yaml").write_text(
+        "runs:\n  bootleg:\n    paper: bootleg\n    extra_dep: bootleg/configs\nseed_runs: {}\n")
     env = dict(os.environ)
     # stage commands run `python`: the test's interpreter, importing the copy, not the checkout;
     # a dead proxy makes any HTTP access by dvc fail loudly instead of hanging.

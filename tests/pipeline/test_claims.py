@@ -1,0 +1,113 @@
+"""Claims over seeds: paired t-intervals and verdicts (scripts/claims.py), and RESULTS.md's
+mean ± std cells and Claims section rendered from fake records (scripts/results.py)."""
+import json
+import math
+
+import pytest
+
+from scripts import claims, results
+
+T_975_2 = 4.302653  # Student t, 97.5% quantile, 2 degrees of freedom (printed tables)
+
+
+def test_interval_of_three_known_differences_matches_the_t_table():
+    diffs = [1.0, 2.0, 4.0]
+    mean = 7 / 3
+    sd = math.sqrt(((1 - mean) ** 2 + (2 - mean) ** 2 + (4 - mean) ** 2) / 2)
+    half = T_975_2 * sd / math.sqrt(3)
+    got_mean, low, high = claims.paired_interval(diffs)
+    assert got_mean == pytest.approx(mean)
+    assert low == pytest.approx(mean - half, abs=1e-5) and high == pytest.approx(mean + half, abs=1e-5)
+
+
+def test_verdicts_follow_the_side_of_zero_the_interval_is_on():
+    assert claims.verdict(*claims.paired_interval([3.0, 4.0, 5.0])[1:]) == "holds"
+    assert claims.verdict(*claims.paired_interval([-3.0, -4.0, -5.0])[1:]) == "reversed"
+    # mean +0.5 but spread across zero
+    assert claims.verdict(*claims.paired_interval([-1.0, 2.0, 0.5])[1:]) == "within noise"
+
+
+def test_one_seed_gives_no_interval():
+    mean, low, high = claims.paired_interval([2.5])
+    assert (mean, low, high) == (2.5, None, None)
+    assert claims.verdict(low, high) == "one seed: no interval"
+    with pytest.raises(ValueError, match="at least one"):
+        claims.paired_interval([])
+
+
+def test_assess_pairs_the_same_seed_index_only():
+    got = claims.assess({0: 10.0, 1: 12.0, 2: 11.0}, {0: 9.0, 2: 10.5, 3: 50.0})
+    assert got["seeds"] == [0, 2] and got["differences"] == [1.0, 0.5]
+    assert claims.assess({1: 1.0}, {0: 1.0}) is None
+
+
+def test_sample_std_divides_by_n_minus_one():
+    assert claims.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert claims.mean_std([4.0]) == (4.0, None)
+
+
+def test_every_claim_compares_two_headline_runs_of_its_paper():
+    from scripts.seeds import HEADLINE_RUNS
+    for claim in claims.CLAIMS:
+        assert {claim.better, claim.worse} <= set(HEADLINE_RUNS[claim.paper]), claim
+
+
+def _write(root, run, protocol, value, metrics):
+    d = root / run
+    d.mkdir(parents=True, exist_ok=True)
+    rec = {"protocol": protocol, "metrics": metrics, "value": value, "method": run.split("-seed")[0],
+           "run": run, "git_commit": "abc123", "hardware": "cpu x2"}
+    (d / f"{protocol}.json").write_text(json.dumps(rec))
+
+
+def _fake_run(root, run, knn, last_linear, per_layer_blocks=(1, 2, 3)):
+    _write(root, run, "knn", knn, {"knn/avgpool/k20/top1": knn})
+    # seed 0 has the whole per-layer grid, trimmed seeds only the last block: same metric name
+    layers = {f"linear/avgpool@{b}/best/top1": last_linear - 10 + b for b in per_layer_blocks[:-1]}
+    layers[f"linear/avgpool@{per_layer_blocks[-1]}/best/top1"] = last_linear
+    _write(root, run, "linear", max(layers.values()), layers)
+
+
+@pytest.fixture
+def fake_results(tmp_path):
+    root = tmp_path / "results" / "cross"
+    bootleg_knn, ijepa_knn = [50.0, 52.0, 51.0], [46.0, 47.0, 48.0]
+    for i, (b, j) in enumerate(zip(bootleg_knn, ijepa_knn)):
+        blocks = (1, 2, 3) if i == 0 else (3,)
+        _fake_run(root, "bootleg" if i == 0 else f"bootleg-seed{i}", b, 40.0 + i, blocks)
+        _fake_run(root, "ijepa" if i == 0 else f"ijepa-seed{i}", j, 35.0 - i, blocks)
+    _fake_run(root, "mae", 60.0, 70.0)  # no seed records yet
+    return tmp_path, root, bootleg_knn, ijepa_knn
+
+
+def test_results_show_mean_std_over_seeds_and_the_claims(fake_results):
+    tmp, root, bootleg_knn, ijepa_knn = fake_results
+    out = tmp / "RESULTS.md"
+    assert results.main(["--results", str(root), "--out", str(out), "--plots", str(tmp / "plots"),
+                         "--claims", str(tmp / "claims.json")]) == 0
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| bootleg | bootleg | bootleg |"))
+    links = ", ".join(f"[{v:.1f}](results/cross/{run}/knn.json)"
+                      for v, run in zip(bootleg_knn, ("bootleg", "bootleg-seed1", "bootleg-seed2")))
+    assert f"| 51.0 ± 1.0 (n=3: {links}) |" in row
+    assert "| 41.0 ± 1.0 (n=3: [40.0](results/cross/bootleg/linear.json)" in row
+    # seed rows are folded into their run's row, not listed on their own
+    assert "| bootleg-seed1 |" not in text
+    mae_row = next(line for line in text.splitlines() if line.startswith("| bootleg | mae | mae |"))
+    assert "| [60.0](results/cross/mae/knn.json) | [70.0](results/cross/mae/linear.json) |" in mae_row
+
+    table = json.loads((tmp / "claims.json").read_text())
+    knn_claim = next(c for c in table if (c["better"], c["worse"], c["metric"]) == ("bootleg", "ijepa", "k-NN"))
+    diffs = [b - j for b, j in zip(bootleg_knn, ijepa_knn)]  # 4, 5, 3
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    assert knn_claim["differences"] == pytest.approx(diffs) and knn_claim["seeds"] == [0, 1, 2]
+    assert knn_claim["low"] == pytest.approx(mean - T_975_2 * sd / math.sqrt(3), abs=1e-4)
+    assert knn_claim["verdict"] == "holds"
+    linear_claim = next(c for c in table if (c["better"], c["worse"], c["metric"]) == ("bootleg", "ijepa", "linear (last block)"))
+    assert linear_claim["differences"] == pytest.approx([5.0, 7.0, 9.0]) and linear_claim["verdict"] == "holds"
+    mae_claim = next(c for c in table if (c["worse"], c["metric"]) == ("mae", "k-NN"))
+    assert mae_claim["seeds"] == [0] and mae_claim["verdict"] == "one seed: no interval"
+    assert next(c for c in table if c["better"] == "udi")["verdict"] == "no records"
+    assert f"| bootleg | bootleg > ijepa | k-NN | 0: +4.0, 1: +5.0, 2: +3.0 | +4.0 | [{knn_claim['low']:+.1f}, " \
+           f"{knn_claim['high']:+.1f}] | holds |" in text
