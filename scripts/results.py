@@ -101,6 +101,10 @@ def claims_rows(rows: dict, seeds: dict) -> list[dict]:
     return table
 
 
+def _signed(x: float) -> str:
+    return f"{round(x, 1) + 0.0:+.1f}"  # + 0.0: a difference that rounds to zero prints as +0.0, not -0.0
+
+
 def render_claims(claims: list[dict]) -> list[str]:
     lines = ["## Claims", "",
              "Each paper's claimed direction on its headline runs: the paired difference (claimed better "
@@ -111,9 +115,9 @@ def render_claims(claims: list[dict]) -> list[str]:
              "| paper | claim | metric | differences (seed: points) | mean | 95% interval | verdict |",
              "|---|---|---|---|---|---|---|"]
     for c in claims:
-        diffs = ", ".join(f"{s}: {d:+.1f}" for s, d in zip(c["seeds"], c.get("differences", []))) or "–"
-        mean = f"{c['mean']:+.1f}" if "mean" in c else "–"
-        interval = f"[{c['low']:+.1f}, {c['high']:+.1f}]" if c.get("low") is not None else "–"
+        diffs = ", ".join(f"{s}: {_signed(d)}" for s, d in zip(c["seeds"], c.get("differences", []))) or "–"
+        mean = _signed(c["mean"]) if "mean" in c else "–"
+        interval = f"[{_signed(c['low'])}, {_signed(c['high'])}]" if c.get("low") is not None else "–"
         lines.append(f"| {c['paper']} | {c['better']} > {c['worse']} | {c['metric']} | {diffs} | {mean} | "
                      f"{interval} | {c['verdict']} |")
     return lines
