@@ -152,13 +152,21 @@ class ViTOutput:
         return self.tokens[:, : self.num_class_tokens]
 
 
-def ijepa_init(module: nn.Module, blocks: nn.ModuleList, std: float = 0.02) -> None:
+def ijepa_init(module: nn.Module, blocks: nn.ModuleList, std: float = 0.02,
+               conv_ref_fan_in: int | None = None) -> None:
     """I-JEPA's init (facebookresearch/ijepa ``_init_weights`` + ``fix_init_weight``): trunc-normal
     linear and conv weights, zero biases, unit LayerNorm, then each block's residual
-    projections divided by sqrt(2 * block index)."""
+    projections divided by sqrt(2 * block index).
+
+    ``conv_ref_fan_in``: scale the conv (patch-embedding) std by sqrt(ref / fan_in), so that the
+    patch embedding's output has the scale std 0.02 gives at that fan-in (768 = 16x16 RGB
+    patches). A 4x4 grey patch has fan-in 16: with std 0.02 its embedding is ~7x smaller than
+    at ImageNet scale and the sin-cos position table dominates every token."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(m.weight, std=std)
+            fan_in = m.weight[0].numel()
+            scale = math.sqrt(conv_ref_fan_in / fan_in) if conv_ref_fan_in and isinstance(m, nn.Conv2d) else 1.0
+            nn.init.trunc_normal_(m.weight, std=std * scale)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
@@ -219,6 +227,7 @@ class ViT(VisionTransformer):
         norm_eps: float = 1e-6,
         act_layer: str = "gelu",
         weight_init: str = "",
+        patch_embed_ref_fan_in: int | None = None,
     ) -> None:
         img_hw = _to_pair(img_size)
         if num_class_tokens not in (0, 1, 2):
@@ -235,6 +244,9 @@ class ViT(VisionTransformer):
             raise ValueError(f"act_layer must be one of {ACT_LAYERS}, got {act_layer!r}")
         if weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
+        if patch_embed_ref_fan_in is not None and weight_init != "ijepa":
+            raise ValueError(f"patch_embed_ref_fan_in={patch_embed_ref_fan_in} rescales I-JEPA's init only; "
+                             f"set weight_init='ijepa' or patch_embed_ref_fan_in=null")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         for name, size in zip(("height", "width"), img_hw):
@@ -289,7 +301,9 @@ class ViT(VisionTransformer):
             norm_eps=float(norm_eps),
             act_layer=act_layer,
             weight_init=weight_init,
+            patch_embed_ref_fan_in=patch_embed_ref_fan_in,
         )
+        self.patch_embed_ref_fan_in = patch_embed_ref_fan_in
         self.depth = depth
         self.num_heads = num_heads
         self.patch_size = patch_size
@@ -319,7 +333,7 @@ class ViT(VisionTransformer):
         timm's default first (the same random draws), then ``ijepa_init``."""
         super().init_weights("" if mode == "ijepa" else mode, needs_reset)
         if mode == "ijepa":
-            ijepa_init(self, self.blocks)
+            ijepa_init(self, self.blocks, conv_ref_fan_in=self.patch_embed_ref_fan_in)
         if self.pos_embed_kind == "sincos":
             self._set_sincos_pos_embed()
         if self.freeze_patch_embed:

@@ -72,8 +72,11 @@ def _default_meta(data: str, in_chans: int, img_size: int) -> dict:
 
 
 def init_name(arch: dict) -> str:
-    """The init scheme a ViT of ``arch`` starts from (``timm`` for timm's default)."""
-    return arch.get("weight_init") or "timm"
+    """The init scheme a ViT of ``arch`` starts from (``timm`` for timm's default; I-JEPA's with
+    a rescaled patch embedding is ``ijepa-fan<ref>``)."""
+    init = arch.get("weight_init") or "timm"
+    ref = arch.get("patch_embed_ref_fan_in")
+    return f"{init}-fan{ref}" if ref else init
 
 
 def floor_label(method: str, init: str | None = None) -> str:

@@ -86,3 +86,25 @@ def test_bootleg_table_has_one_floor_per_init_built_from_the_run_configs(tmp_pat
         floor = load(random_spec(arch, out), "fashion_mnist")
         assert f"({floor.meta['init']} init)" in label and out.name == f"random-init-{floor.meta['init']}"
         assert (floor.model.patch_embed.proj.weight.std().item() < 0.05) == (floor.meta["init"] == "ijepa")
+
+
+def test_rescaled_ijepa_patch_embedding_keeps_the_reference_output_scale(tmp_path):
+    """patch_embed_ref_fan_in=768: a 4x4 grey patch (fan-in 16) gets std 0.02 * sqrt(768 / 16),
+    so its embedding has the scale a 16x16 RGB patch has under std 0.02; nothing else moves."""
+    plain = ViT(**ARCH, weight_init="ijepa")
+    floor = load(f"random:{write_arch(tmp_path, 'fan', weight_init='ijepa', patch_embed_ref_fan_in=768)}",
+                 "fashion_mnist")
+    scaled = floor.model
+    assert scaled.patch_embed.proj.weight.std().item() == pytest.approx(0.02 * math.sqrt(768 / 16), rel=0.15)
+    assert plain.patch_embed.proj.weight.std().item() == pytest.approx(0.02, rel=0.15)
+    for a, b in zip(plain.blocks, scaled.blocks):
+        assert b.attn.qkv.weight.std().item() == pytest.approx(a.attn.qkv.weight.std().item(), rel=0.05)
+    pixels = torch.randn(512, 16)  # unit-variance patches: the embedding's output std is std * sqrt(fan_in)
+    out = pixels @ scaled.patch_embed.proj.weight.flatten(1).T
+    assert out.std().item() == pytest.approx(0.02 * math.sqrt(768), rel=0.15)
+    assert floor.meta["init"] == "ijepa-fan768"  # its floor row is labelled apart from plain I-JEPA's
+
+
+def test_patch_embedding_rescale_needs_the_ijepa_init():
+    with pytest.raises(ValueError, match="patch_embed_ref_fan_in=768 rescales I-JEPA's init only"):
+        ViT(**ARCH, patch_embed_ref_fan_in=768)
