@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from common.provenance import resolve_device
 from eval import settings
 from eval.context import EvalContext
 from eval.encoders import init_name, load as load_encoder_spec
@@ -39,7 +40,6 @@ def val_split_of(cfg) -> str:
 
 def build_context(encoder_path, cfg, out_dir) -> EvalContext:
     from common.data import get_dataset
-    from common.train import resolve_device
 
     val_split = val_split_of(cfg)
     train = get_dataset(cfg.data, "train", root=cfg.root, subset=cfg.train_subset, seed=int(cfg.seed))

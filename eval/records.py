@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common.train import git_commit, hardware, peak_memory_mb
+from common.provenance import git_commit, hardware, peak_memory_mb
 
 REQUIRED = ("method", "paper", "run", "table", "row", "protocol", "metric", "value", "metrics",
             "checkpoint_sha256", "config_hash", "git_commit", "dataset", "dataset_hash", "hardware",

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from common.provenance import resolve_device
 from eval.context import EvalContext
 from eval.encoders import PixelEncoder
 from eval.features import Extraction, Preprocess
@@ -38,7 +39,6 @@ def record_dataset(cfg) -> str:
 
 # --------------------------------------------------------------------------- context
 def build_context(encoder_path, cfg, out_dir) -> EvalContext:
-    from common.train import resolve_device
     from eval.encoders import load as load_encoder_spec
 
     s = cfg.seg
