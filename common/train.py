@@ -30,6 +30,7 @@ from common.config import config_hash, save_run_config
 from common.data import ResumableDistributedSampler
 from common.errors import NonFiniteLossError, TrainingInterrupted
 from common.hooks import HookRunner, load_hooks
+from common.io import atomic_write
 from common.optim import apply_schedule, build_optimizer, scaled_lr
 from common.provenance import git_commit, hardware, peak_memory_mb, resolve_device
 from common.schedules import cosine_schedule, ijepa_cosine_wd, ijepa_warmup_cosine
@@ -238,9 +239,7 @@ def truncate_log(path: Path, last_step: int) -> None:
             kept.append(line)
     new = "".join(line + "\n" for line in kept)
     if new != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(new)
-        tmp.replace(path)
+        atomic_write(path, new)
 
 
 @dataclass
@@ -526,9 +525,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
                 **(method.export_meta() if hasattr(method, "export_meta") else {})}
         summary["encoder"] = str(run_dir / "encoder.pt")
         summary["encoder_sha256"] = export_encoder(method.encoder_for_eval(), run_dir / "encoder.pt", meta)
-        tmp = done_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(done_file)
+        atomic_write(done_file, json.dumps(summary, indent=2))
     dist.barrier()
     return summary
 
