@@ -14,12 +14,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-if __name__ == "__main__" and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # see eval/launch.py
-
-from eval.encoders import floor_label  # noqa: E402
-from eval.records import load_records  # noqa: E402
-from eval.settings import PROTOCOLS  # noqa: E402
+from eval.encoders import floor_label
+from eval.records import load_records
+from eval.settings import PROTOCOLS
 
 FLOORS = ("pixels", "random")
 PER_LAYER = {  # plot name -> (protocol, metric regex with the block number as group 1, y label)

@@ -18,14 +18,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import numpy as np
+from omegaconf import OmegaConf
 
-from common.checkpoint import sha256_file  # noqa: E402
-from common.config import load_config  # noqa: E402
+from common.checkpoint import sha256_file
+from common.config import load_config
 
 PAPER = "hybrid_distill"
 TEACHERS = {"deit": "supervised ('DeiT')", "clip": "MoCo v3 ('CLIP')", "mae": "MAE"}
