@@ -38,7 +38,7 @@ from bootleg.masks import MaskCollator, build_mask_generator
 from common.config import encoder_arch
 from common.data import STATS, TransformedDataset, flip, get_dataset, normalize, random_resized_crop
 from common.ema import ema_update, momentum_schedule
-from common.optim import param_groups as weight_decay_groups
+from common.optim import param_groups_weight_decay
 from common.vit import ViT, ijepa_init, sincos_pos_embed_2d
 
 TARGET_KINDS = ("hidden", "pixels", "pixels+hidden")
@@ -275,7 +275,7 @@ class MaskedPrediction(nn.Module):
         no_decay = () if self.cfg.wd_mask_token else ("predictor.mask_token",)
         named = [(n, p) for n, p in self.named_parameters()
                  if p.requires_grad and not n.startswith("teacher.")]
-        return weight_decay_groups(named, no_decay_names=no_decay)
+        return param_groups_weight_decay(named, no_decay_names=no_decay)
 
     def encoder_for_eval(self) -> ViT:
         return self.teacher if self.eval_encoder == "teacher" else self.student
