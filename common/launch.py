@@ -118,6 +118,8 @@ class TrainEvalJob:
     def __init__(self, paper: str, overrides: list[str], stage: str = "all", after_train: AfterTrain | None = None):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if stage == "eval" and after_train is None:
+            raise ValueError("stage='eval' needs after_train (the evaluation), e.g. eval.api.evaluate_run")
         self.paper, self.overrides, self.stage, self.after_train = paper, list(overrides), stage, after_train
 
     def __call__(self) -> dict:

@@ -120,6 +120,29 @@ def test_runs_naming_an_unknown_protocol_are_refused(toy_overrides):
         plan_runs("toy_paper", [*toy_overrides, "eval.protocols=[svm]"])
 
 
+def test_evaluating_without_an_evaluation_step_is_refused():
+    with pytest.raises(ValueError, match="stage='eval' needs after_train"):
+        TrainEvalJob("toy_paper", [], stage="eval")
+
+
+def test_torchrun_workers_get_the_evaluation_step_by_name(monkeypatch, tmp_path):
+    """Each torchrun process rebuilds the job from its command line: the evaluation passed to
+    submit() reaches it as `--after-train=module:function`."""
+    import common.launch as launch
+    seen = []
+    monkeypatch.setattr(launch, "TrainEvalJob", lambda *args: seen.append(args) or (lambda: None))
+    commands = []
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, check: commands.append(cmd))
+    monkeypatch.setattr(launch, "load_config", lambda *a: None)
+    monkeypatch.setattr("common.train.run_dir_of", lambda cfg: tmp_path)
+    (tmp_path / "done.json").write_text('{"steps": 3}')
+    assert launch._run_torchrun("toy_paper", ["a=1"], 2, "all", evaluate_run) == {"steps": 3}
+    worker_argv = commands[0][commands[0].index("worker") + 1:]
+    assert worker_argv == ["--stage=all", "--after-train=eval.api:evaluate_run", "toy_paper", "a=1"]
+    launch._worker(worker_argv)
+    assert seen == [("toy_paper", ["a=1"], "all", evaluate_run)]
+
+
 def test_common_never_imports_eval():
     """Arrows point down: papers -> eval -> common. common takes the evaluation as an argument."""
     offenders = [f"{path.name}:{n}" for path in sorted((REPO / "common").glob("*.py"))
