@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerNorm, Mlp
 
-from common.vit import sincos_pos_embed_2d
+from common.vit import sincos_pos_embed_2d, take_tokens
 
 PREDICTOR_KINDS = ("ijepa", "cross", "conv")
 
@@ -168,4 +168,4 @@ class ConvDecoder(nn.Module):
         out = self.proj(x.flatten(2).transpose(1, 2))  # [B, N, out_dim]
         M, _, Nt = targets.shape
         flat = out.unsqueeze(0).expand(M, -1, -1, -1)
-        return flat.gather(2, targets.unsqueeze(-1).expand(-1, -1, -1, out.shape[-1]))
+        return take_tokens(flat, targets)

@@ -13,14 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bootleg.masks import BootlegMaskGenerator, IJepaMaskGenerator, visibility_rate  # noqa: E402
+from bootleg.masks import BootlegMaskGenerator, IJepaMaskGenerator, visibility_rate
+from common.plots import pyplot, save_figure
 
 GRID = (14, 14)
 GENERATORS = {"I-JEPA": lambda: IJepaMaskGenerator(GRID), "Bootleg": lambda: BootlegMaskGenerator(GRID)}
@@ -40,7 +37,7 @@ def mask_image(context: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
 
 
 def figure4(out: Path, worker_batch: int = 256, seeds=(0, 1, 2, 3), per_batch: int = 4) -> Path:
-    fig, axes = plt.subplots(len(GENERATORS), len(seeds) * per_batch,
+    fig, axes = pyplot().subplots(len(GENERATORS), len(seeds) * per_batch,
                              figsize=(len(seeds) * per_batch * 0.9, len(GENERATORS) * 1.1))
     for row, (name, make) in enumerate(GENERATORS.items()):
         gen = make()
@@ -53,14 +50,11 @@ def figure4(out: Path, worker_batch: int = 256, seeds=(0, 1, 2, 3), per_batch: i
                 if s * per_batch + i == 0:
                     ax.set_ylabel(name)
     fig.suptitle("Sample masks (blue: visible, colours: target blocks, black: unused)", fontsize=9)
-    path = out / "fig4_masks.png"
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "fig4_masks.png", dpi=90, tight=False, bbox_inches="tight")
 
 
 def figure5(out: Path, n_images: int = 4096, batch_sizes=BATCH_SIZES) -> tuple[Path, dict]:
-    fig, axes = plt.subplots(len(GENERATORS), len(batch_sizes),
+    fig, axes = pyplot().subplots(len(GENERATORS), len(batch_sizes),
                              figsize=(2.2 * len(batch_sizes), 2.2 * len(GENERATORS)))
     summary = {}
     for row, (name, make) in enumerate(GENERATORS.items()):
@@ -76,10 +70,7 @@ def figure5(out: Path, n_images: int = 4096, batch_sizes=BATCH_SIZES) -> tuple[P
             ax.set_title(f"{name}, batch {batch}", fontsize=8)
             summary[(name, batch)] = (float(rate.min()), float(rate.max()), float(rate.sum()))
     fig.suptitle("Rate at which each position of the 14x14 grid is visible to the student", fontsize=9)
-    path = out / "fig5_visibility.png"
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return path, summary
+    return save_figure(fig, out / "fig5_visibility.png", dpi=80, tight=False, bbox_inches="tight"), summary
 
 
 def main(argv: list[str] | None = None) -> None:

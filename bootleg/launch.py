@@ -4,7 +4,14 @@ Without arguments it runs the mini comparison (Bootleg vs I-JEPA vs MAE on Fashi
 pretraining, then k-NN, linear and attentive probes) and prints the side-by-side table.
 ``experiment=<name>`` selects another table or figure (bootleg/configs/experiment/).
 """
+from bootleg.tables import render
 from common.launch import main
+from eval.api import evaluate_run
+
+
+def run(argv: list[str] | None = None) -> None:
+    main(paper="bootleg", argv=argv, after_train=evaluate_run, render_table=render)
+
 
 if __name__ == "__main__":
-    main(paper="bootleg")
+    run()

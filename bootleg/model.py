@@ -38,8 +38,8 @@ from bootleg.masks import MaskCollator, build_mask_generator
 from common.config import encoder_arch
 from common.data import STATS, TransformedDataset, flip, get_dataset, normalize, random_resized_crop
 from common.ema import ema_update, momentum_schedule
-from common.optim import param_groups as weight_decay_groups
-from common.vit import ViT, ijepa_init, sincos_pos_embed_2d
+from common.optim import param_groups_weight_decay
+from common.vit import ViT, ijepa_init, sincos_pos_embed_2d, take_tokens
 
 TARGET_KINDS = ("hidden", "pixels", "pixels+hidden")
 TARGET_SOURCES = ("residual", "ffn")
@@ -53,7 +53,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x`` ``[B, N, C]`` at ``index`` ``[M, B, n]`` -> ``[M, B, n, C]``."""
     M, B, n = index.shape
     flat = x.unsqueeze(0).expand(M, -1, -1, -1).reshape(M * B, x.shape[1], x.shape[2])
-    picked = flat.gather(1, index.reshape(M * B, n, 1).expand(-1, -1, x.shape[2]))
+    picked = take_tokens(flat, index.reshape(M * B, n))
     return picked.view(M, B, n, x.shape[2])
 
 
@@ -275,7 +275,7 @@ class MaskedPrediction(nn.Module):
         no_decay = () if self.cfg.wd_mask_token else ("predictor.mask_token",)
         named = [(n, p) for n, p in self.named_parameters()
                  if p.requires_grad and not n.startswith("teacher.")]
-        return weight_decay_groups(named, no_decay_names=no_decay)
+        return param_groups_weight_decay(named, no_decay_names=no_decay)
 
     def encoder_for_eval(self) -> ViT:
         return self.teacher if self.eval_encoder == "teacher" else self.student

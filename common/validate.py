@@ -157,13 +157,22 @@ def _check_across_keys(cfg: DictConfig) -> None:
     _check_protocols(cfg)
 
 
-def _check_protocols(cfg: DictConfig) -> None:
-    from eval.settings import PROTOCOLS  # eval builds on common: imported only when needed
+# The evaluation protocols a run may name. `eval` registers its own when imported (common never
+# imports eval); before that the names go unchecked, the shape of `extra_evals` still is.
+_protocols: tuple[str, ...] = ()
 
+
+def register_protocols(names: tuple[str, ...]) -> None:
+    """Make `eval.protocols` and `extra_evals.<name>.protocols` accept exactly `names`."""
+    global _protocols
+    _protocols = tuple(names)
+
+
+def _check_protocols(cfg: DictConfig) -> None:
     def check(key: str, protocols) -> None:
-        unknown = [p for p in protocols if p not in PROTOCOLS]
+        unknown = [p for p in protocols if _protocols and p not in _protocols]
         if unknown:
-            raise ConfigError(f"{key} names unknown protocol(s) {unknown}; valid: {', '.join(PROTOCOLS)}")
+            raise ConfigError(f"{key} names unknown protocol(s) {unknown}; valid: {', '.join(_protocols)}")
 
     protocols = _value(cfg, "eval.protocols")
     if isinstance(protocols, list):

@@ -128,6 +128,12 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: tuple[int, int], temperature:
     return table.float()
 
 
+def take_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The tokens of ``x [..., N, D]`` at ``index [..., n]`` (positions along the token
+    dimension, same leading dimensions) -> ``[..., n, D]``."""
+    return x.gather(-2, index.unsqueeze(-1).expand(*index.shape, x.shape[-1]))
+
+
 @dataclass
 class ViTOutput:
     """Result of ``ViT.forward``; ``prefix`` and ``patches`` are views of ``tokens``."""
@@ -424,7 +430,7 @@ class ViT(VisionTransformer):
                     f"keep indices must lie in 0..{N - 1} (patch positions in raster order, prefix tokens "
                     f"are always kept), got min {int(low)} max {int(high)}"
                 )
-        kept = tokens[:, P:].gather(1, keep.to(tokens.device, torch.long).unsqueeze(-1).expand(-1, -1, D))
+        kept = take_tokens(tokens[:, P:], keep.to(tokens.device, torch.long))
         return torch.cat([tokens[:, :P], kept], dim=1)
 
     # ------------------------------------------------------------------ forward

@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
+from common.provenance import resolve_device
 from eval import settings
 from eval.context import EvalContext
 from eval.encoders import init_name, load as load_encoder_spec
@@ -39,7 +41,6 @@ def val_split_of(cfg) -> str:
 
 def build_context(encoder_path, cfg, out_dir) -> EvalContext:
     from common.data import get_dataset
-    from common.train import resolve_device
 
     val_split = val_split_of(cfg)
     train = get_dataset(cfg.data, "train", root=cfg.root, subset=cfg.train_subset, seed=int(cfg.seed))
@@ -114,3 +115,29 @@ def evaluate_unless_current(encoder_path, protocol: str, eval_cfg=None, out_dir=
               flush=True)
         return [old]
     return evaluate(encoder_path, protocol, eval_cfg, out_dir=out_dir, run_info=run_info)
+
+
+def evaluate_run(cfg, summary: dict) -> list[dict]:
+    """Every protocol of ``cfg.eval`` and of each ``cfg.extra_evals`` entry on a finished run's
+    encoder (``summary``: its ``done.json``), reusing current records. The papers' launchers pass
+    this to ``common.launch.main`` as the step after training."""
+    protocols = list(cfg.eval.get("protocols", []))
+    if not protocols and not cfg.get("extra_evals"):
+        return []
+    out_dir = Path(cfg.results_root) / cfg.paper / cfg.run_name
+    run_info = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
+                "experiment": cfg.experiment_name, "config_hash": summary["config_hash"],
+                "train_time_s": summary.get("train_time_s"),
+                "train_peak_memory_mb": summary.get("peak_memory_mb"),
+                "train_hardware": summary.get("hardware"), "health": summary.get("health")}
+    jobs = [(protocol, cfg.eval, out_dir, run_info) for protocol in protocols]
+    extras = OmegaConf.to_container(cfg.extra_evals, resolve=True) if cfg.get("extra_evals") else {}
+    for name, extra in extras.items():
+        extra_cfg = OmegaConf.merge(cfg.eval, {k: v for k, v in extra.items() if k != "protocols"})
+        extra_info = {**run_info, "method": f"{cfg.method.name}+{name}"}
+        jobs += [(protocol, extra_cfg, out_dir / name, extra_info) for protocol in extra["protocols"]]
+    records = []
+    for protocol, eval_cfg, out, info in jobs:
+        records += evaluate_unless_current(summary["encoder"], protocol, eval_cfg, out_dir=out,
+                                           run_info=info, checkpoint_sha256=summary["encoder_sha256"])
+    return records

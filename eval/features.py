@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
+from common.io import atomic_write
 from eval.encoders import EvalEncoder, PixelEncoder
 
 TOKENS = ("cls", "cls_plus", "avgpool", "pixels")
@@ -245,9 +246,7 @@ class FeatureCache:
         p = self.path(atom)
         if p is None:
             return
-        from common.checkpoint import atomic_torch_save
-
-        atomic_torch_save(tensor, p)
+        atomic_write(p, tensor)
 
 
 @torch.no_grad()

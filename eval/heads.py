@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.io import atomic_write
 from common.optim import apply_schedule
 from common.schedules import cosine_schedule
 
@@ -185,12 +186,10 @@ def train_grid(heads: dict[str, nn.Module], specs: list[HeadSpec], batches, val_
 
 # --------------------------------------------------------------------------- saved probes
 def save_probe(path: str | Path, head: nn.Module, feature: str, meta: dict) -> Path:
-    from common.checkpoint import atomic_torch_save
-
     payload = {"format": "ssl-vit-probe/1", "kind": type(head).__name__, "feature": feature,
                "in_dim": head.in_dim, "num_classes": head.num_classes, "config": meta,
                "state_dict": head.state_dict()}
-    return atomic_torch_save(payload, path)
+    return atomic_write(path, payload)
 
 
 def load_probe(path: str | Path) -> tuple[LinearHead, str]:

@@ -12,23 +12,16 @@ as a job array through ``common.launch``'s submitit executor.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-# Run as a script, Python puts eval/ first on sys.path, where eval's modules could shadow
-# top-level ones; the repository root goes there instead.
-_ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(_ROOT)
+from omegaconf import OmegaConf
 
-import argparse  # noqa: E402
-
-from omegaconf import OmegaConf  # noqa: E402
-
-from common.cli import OneLineArgumentParser, add_debug_flag, exit_interrupted, user_errors  # noqa: E402
-from common.data import dataset_known  # noqa: E402
-from common.errors import UserError  # noqa: E402
-from eval import settings  # noqa: E402
+from common.cli import OneLineArgumentParser, add_debug_flag, exit_interrupted, user_errors
+from common.data import dataset_known
+from common.errors import UserError
+from eval import settings
 
 EMPTY_HELP = {
     "checkpoint": "checkpoint= is empty: pass an encoder.pt, a run directory, pixels, or random:<encoder.pt|arch.json>",

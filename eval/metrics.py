@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from common.plots import pyplot, save_figure
+
 EPS = 1e-12
 
 
@@ -164,23 +166,6 @@ def negative_alignment(f: torch.Tensor, gamma: float = 2.0) -> float:
 
 
 # --------------------------------------------------------------------------- plots
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, path: str | Path) -> Path:
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
 def _block_axis(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -190,7 +175,7 @@ def _block_axis(ax) -> None:
 
 def plot_layer_curves(curves: dict[str, list[float]], path: str | Path, ylabel: str, title: str = "",
                       layers: list[int] | None = None) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, values in curves.items():
         ax.plot(layers or list(range(1, len(values) + 1)), values, marker="o", label=name)
@@ -199,12 +184,12 @@ def plot_layer_curves(curves: dict[str, list[float]], path: str | Path, ylabel: 
     ax.set_title(title)
     if len(curves) > 1:
         ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_per_head(values: torch.Tensor, path: str | Path, ylabel: str, title: str = "") -> Path:
     """Scatter of ``values [L, H]`` (one point per head) with the per-layer mean."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     L, H = values.shape
     for h in range(H):
@@ -214,11 +199,11 @@ def plot_per_head(values: torch.Tensor, path: str | Path, ylabel: str, title: st
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_heatmap(matrix: torch.Tensor, path: str | Path, title: str = "", labels: list[int] | None = None) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     im = ax.imshow(matrix.numpy(), vmin=0, vmax=1, cmap="magma", origin="lower")
     ticks = list(range(len(matrix)))
@@ -228,4 +213,4 @@ def plot_heatmap(matrix: torch.Tensor, path: str | Path, title: str = "", labels
     ax.set_ylabel("block")
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
-    return _save(plt, fig, path)
+    return save_figure(fig, path, dpi=120)

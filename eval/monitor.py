@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from common.config import ConfigError
 from common.health import health_metrics
+from common.plots import pyplot, save_figure
 from eval import features as F
 from eval import settings
 from eval.api import val_split_of
@@ -212,12 +213,10 @@ def knn_curves(runs_dir: str | Path) -> dict[str, tuple[list[int], list[float]]]
 
 def plot_knn_curves(runs_dir: str | Path, out: str | Path | None = None) -> Path | None:
     """``<runs_dir>/knn_online.png`` (or ``out``): one curve per run; None without curves."""
-    from eval.metrics import _pyplot, _save
-
     curves = knn_curves(runs_dir)
     if not curves:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for run, (steps, values) in curves.items():
         ax.plot(steps, values, marker="o", markersize=3, label=run)
@@ -225,7 +224,7 @@ def plot_knn_curves(runs_dir: str | Path, out: str | Path | None = None) -> Path
     ax.set_ylabel("online k-NN top-1 (%)")
     ax.set_title(Path(runs_dir).name)
     ax.legend(fontsize=7)
-    return _save(plt, fig, out or Path(runs_dir) / "knn_online.png")
+    return save_figure(fig, out or Path(runs_dir) / "knn_online.png", dpi=120)
 
 
 def main(argv=None) -> None:

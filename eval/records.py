@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common.train import git_commit, hardware, peak_memory_mb
+from common.io import atomic_write
+from common.provenance import git_commit, hardware, peak_memory_mb
 
 REQUIRED = ("method", "paper", "run", "table", "row", "protocol", "metric", "value", "metrics",
             "checkpoint_sha256", "config_hash", "git_commit", "dataset", "dataset_hash", "hardware",
@@ -52,16 +52,8 @@ def make_record(*, protocol: str, metric: str, metrics: dict, identity: dict, da
 
 def write_record(record: dict, out_dir: str | os.PathLike) -> Path:
     """Atomically write ``<out_dir>/<protocol>.json`` (a crash never leaves half a file)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{record['protocol']}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; records are meant to be shared
-    os.replace(tmp, path)
-    return path
+    path = Path(out_dir) / f"{record['protocol']}.json"
+    return atomic_write(path, json.dumps(record, indent=1, sort_keys=False) + "\n")
 
 
 def load_records(paths) -> list[dict]:

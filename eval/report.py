@@ -14,12 +14,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-if __name__ == "__main__" and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # see eval/launch.py
-
-from eval.encoders import floor_label  # noqa: E402
-from eval.records import load_records  # noqa: E402
-from eval.settings import PROTOCOLS  # noqa: E402
+from common.plots import pyplot, save_figure
+from eval.encoders import floor_label
+from eval.records import load_records
+from eval.settings import PROTOCOLS
 
 FLOORS = ("pixels", "random")
 PER_LAYER = {  # plot name -> (protocol, metric regex with the block number as group 1, y label)
@@ -96,26 +94,21 @@ def per_layer_curves(records: list[dict], protocol: str, pattern: str) -> dict[s
 
 def plot_per_layer(records: list[dict], out_dir: str | Path) -> list[Path]:
     """One PNG per per-layer quantity present in the records, one curve per run."""
-    from eval.metrics import _block_axis, _pyplot
+    from eval.metrics import _block_axis
 
     written = []
     for name, (protocol, pattern, ylabel) in PER_LAYER.items():
         curves = per_layer_curves(records, protocol, pattern)
         if not curves:
             continue
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for label, (layers, values) in sorted(curves.items()):
             ax.plot(layers, values, marker="o", label=label)
         _block_axis(ax)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = Path(out_dir) / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, Path(out_dir) / f"{name}.png", dpi=120))
     return written
 
 

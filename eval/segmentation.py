@@ -22,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from common.io import atomic_write
+from common.provenance import resolve_device
 from eval.context import EvalContext
 from eval.encoders import PixelEncoder
 from eval.features import Extraction, Preprocess
@@ -38,7 +40,6 @@ def record_dataset(cfg) -> str:
 
 # --------------------------------------------------------------------------- context
 def build_context(encoder_path, cfg, out_dir) -> EvalContext:
-    from common.train import resolve_device
     from eval.encoders import load as load_encoder_spec
 
     s = cfg.seg
@@ -211,8 +212,6 @@ def segmentation_scores(conf: torch.Tensor) -> dict:
 
 
 def run(ctx) -> tuple[dict, str, dict]:
-    from common.checkpoint import atomic_torch_save
-
     s = ctx.cfg.seg
     crop = crop_size(ctx)
     model = frozen_backbone(ctx, crop)
@@ -228,9 +227,9 @@ def run(ctx) -> tuple[dict, str, dict]:
         conf += confusion_matrix(predict(ctx, model, head, image, crop), label, int(s.num_classes))
     scores = segmentation_scores(conf)
     metrics = {f"segment/{k}": v for k, v in scores.items() if k != "per_class_iou"}
-    probe = atomic_torch_save({"format": "ssl-vit-seg-probe/1", "state_dict": head.cpu().state_dict(),
-                               "config": {"n_last_blocks": int(s.n_last_blocks), "bn": bool(s.bn), "crop": crop}},
-                              ctx.artifact_path("segment_head", "seg"))
+    probe = atomic_write(ctx.artifact_path("segment_head", "seg"),
+                         {"format": "ssl-vit-seg-probe/1", "state_dict": head.cpu().state_dict(),
+                          "config": {"n_last_blocks": int(s.n_last_blocks), "bn": bool(s.bn), "crop": crop}})
     per_class = [None if v != v else v for v in scores["per_class_iou"]]  # NaN (absent class) -> JSON null
     extra = {"per_class_iou": per_class, "crop": crop, "val_mode": s.val_mode,
              "final_loss": losses[-1] if losses else None, "probe": str(probe)}

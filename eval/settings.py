@@ -14,9 +14,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from common.config import check_override_type
+from common.validate import register_protocols
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PROTOCOLS = ("knn", "linear", "attentive", "lowshot", "finetune", "analysis", "segment")
+register_protocols(PROTOCOLS)  # the run configs of every paper are checked against these
 # what `protocol=all` runs: the protocols on `eval.data`; `segment` reads its own dataset (seg.data)
 IMAGE_PROTOCOLS = PROTOCOLS[:-1]
 

@@ -18,14 +18,13 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import numpy as np
+from omegaconf import OmegaConf
 
-from common.checkpoint import sha256_file  # noqa: E402
-from common.config import load_config  # noqa: E402
+from common.checkpoint import sha256_file
+from common.plots import pyplot, save_figure
+from common.config import load_config
 
 PAPER = "hybrid_distill"
 TEACHERS = {"deit": "supervised ('DeiT')", "clip": "MoCo v3 ('CLIP')", "mae": "MAE"}
@@ -57,10 +56,7 @@ def per_head(record: dict, kind: str) -> np.ndarray:
 
 
 def _scatter_panels(records: dict[str, dict], title: str, path: Path) -> Path | None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     records = {k: v for k, v in records.items() if v is not None}
     if not records:
         return None
@@ -74,18 +70,11 @@ def _scatter_panels(records: dict[str, dict], title: str, path: Path) -> Path | 
         ax.set_xticks(range(1, len(mad) + 1))
     axes[0][0].set_ylabel("average head distance (px)")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def _nmi_curves(groups: dict[str, dict[str, dict]], title: str, path: Path) -> Path | None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = {g: {k: v for k, v in recs.items() if v is not None} for g, recs in groups.items()}
     groups = {g: recs for g, recs in groups.items() if recs}
     if not groups:
@@ -100,11 +89,7 @@ def _nmi_curves(groups: dict[str, dict[str, dict]], title: str, path: Path) -> P
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("attention NMI (mean over heads)")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

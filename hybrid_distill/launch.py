@@ -14,14 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python hybrid_distill/launch.py` puts only hybrid_distill/ on the path
-    sys.path.insert(0, str(REPO))
+from common.checkpoint import sha256_file
+from common.cli import user_errors
+from common.io import atomic_write
+from common.launch import main, parse_args, plan_runs
+from eval.api import evaluate, evaluate_run
+from hybrid_distill.model import build_student, used_teachers
+from hybrid_distill.tables import render
 
-from common.checkpoint import sha256_file  # noqa: E402
-from common.cli import user_errors  # noqa: E402
-from common.launch import main, parse_args, plan_runs  # noqa: E402
-from hybrid_distill.model import build_student, used_teachers  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PAPER = "hybrid_distill"
 MANIFEST = Path("results") / PAPER / "teachers.json"
@@ -67,15 +68,12 @@ def write_manifest(needed: dict[str, dict]) -> None:
     for path, t in needed.items():
         if Path(path).is_file():
             entries[t["name"]] = {"path": path, "sha256": sha256_file(path), "build": " ".join(["python", *t["build"]])}
-    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    MANIFEST.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    atomic_write(MANIFEST, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
 def evaluate_floors(overrides: list[str]) -> None:
     """The two floor rows of every table (raw pixels, randomly initialised student) under the
     experiment's protocols; skipped when their records exist."""
-    from eval.api import evaluate
-
     cfg = plan_runs(PAPER, overrides)[0].cfg
     arch_file = Path(cfg.train.out_root) / PAPER / f"student_arch_{cfg.scale_name}.json"
     arch_file.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +98,7 @@ def run(argv: list[str]) -> None:
                 write_manifest(needed)
             if not args.only:  # the floors belong to the whole table, not to a subset of its runs
                 evaluate_floors(list(args.overrides))
-    main(paper=PAPER, argv=argv)
+    main(paper=PAPER, argv=argv, after_train=evaluate_run, render_table=render)
 
 
 if __name__ == "__main__":

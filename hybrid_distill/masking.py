@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from common.vit import take_tokens
+
 STRATEGIES = ("none", "progressive", "direct", "random")
 ROUNDINGS = ("round", "floor")
 
@@ -90,9 +92,7 @@ def compose(keep: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 
 def gather_tokens(tokens: torch.Tensor, positions: torch.Tensor, num_prefix: int) -> torch.Tensor:
     """Prefix tokens followed by the patch tokens at ``positions`` (indices into the patches)."""
-    patches = tokens[:, num_prefix:]
-    idx = positions.unsqueeze(-1).expand(-1, -1, patches.shape[-1])
-    return torch.cat([tokens[:, :num_prefix], patches.gather(1, idx)], dim=1)
+    return torch.cat([tokens[:, :num_prefix], take_tokens(tokens[:, num_prefix:], positions)], dim=1)
 
 
 def token_rows(keep: torch.Tensor, num_prefix: int, prefix_rows: Sequence[int] = (0,)) -> torch.Tensor:

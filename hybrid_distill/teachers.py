@@ -21,7 +21,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from common.checkpoint import load_encoder, sha256_file
-from common.vit import RelationAttention, load_state_dict_checked
+from common.vit import RelationAttention, load_state_dict_checked, take_tokens
 from hybrid_distill.masking import MaskPlan, compose, gather_tokens, least_redundant
 
 DEFAULT_WEIGHTS_DIR = "data/teachers"
@@ -188,7 +188,7 @@ class FrozenTeacher(nn.Module):
             if i > 0:
                 h = self._block(i, h, capture, out, stage_keep)
             if i in stages:
-                present = h[:, P:] if reduce else h[:, P:].gather(1, keep.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+                present = h[:, P:] if reduce else take_tokens(h[:, P:], keep)
                 pos = least_redundant(present, stages[i])
                 keep = compose(keep, pos)
                 if reduce:
@@ -210,12 +210,12 @@ class FrozenTeacher(nn.Module):
 
         def tokens(t, stage_keep):
             r = rows(stage_keep)
-            return t.gather(1, r.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+            return take_tokens(t, r)
 
         def relation(t, stage_keep):
             r = rows(stage_keep)
             H, n = t.shape[1], r.shape[1]
-            t = t.gather(2, r[:, None, :, None].expand(-1, H, -1, t.shape[-1]))
+            t = take_tokens(t, r[:, None, :].expand(-1, H, -1))  # rows, then columns
             return t.gather(3, r[:, None, None, :].expand(-1, H, n, -1))
 
         return TeacherOutput(

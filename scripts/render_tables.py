@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 from bootleg import tables as bootleg_tables
-from common.launch import plan_runs, render_tables
+from common.launch import plan_runs
 
 REPO = Path(__file__).resolve().parents[1]
 PAPERS = ("bootleg", "sdssl", "hybrid_distill", "udi")
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     for paper in PAPERS:
         experiment = plan_runs(paper, [f"scale={args.scale}"])[0].cfg.experiment_name
         text = bootleg_tables.render(experiment, overrides=PIPELINE_ROOTS) if paper == "bootleg" \
-            else render_tables(paper, experiment)
+            else importlib.import_module(f"{paper}.tables").render(experiment)
         (out / f"{paper}.md").write_text(f"<!-- python {paper}/tables.py ({experiment}) -->\n{text}\n")
         print(f"wrote tables/{paper}.md")
     for script in ("results.py", "model_zoo.py"):

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from common.plots import pyplot, save_figure
 from sdssl.tables import LABELS, RESULTS, load_records, per_layer
 
 RUNS = Path("runs") / "sdssl"
@@ -56,25 +57,8 @@ def block_features(run: str, n_images: int, seed: int = 0) -> tuple[list[torch.T
     return [feats[n][pick].float() for n in names], labels[pick]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    _pyplot().close(fig)
-    return path
-
-
 def plot_multi_exit(prefix: str, out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(11, 6), sharey="row")
     for col, (base, sd) in enumerate(FRAMEWORKS.items()):
         for row, protocol in enumerate(("linear", "knn")):
@@ -91,7 +75,7 @@ def plot_multi_exit(prefix: str, out: Path) -> Path:
             ax.set_xlabel("block")
             ax.set_ylabel("top-1 (%)")
             ax.legend(fontsize=8)
-    return _save(fig, out / "multi_exit.png")
+    return save_figure(fig, out / "multi_exit.png", dpi=90)
 
 
 def _depth(records: dict) -> int:
@@ -102,7 +86,7 @@ def _depth(records: dict) -> int:
 def plot_tsne(prefix: str, out: Path, n_images: int) -> list[Path]:
     from sklearn.manifold import TSNE
 
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     for base, sd in FRAMEWORKS.items():
         rows = [(m, *block_features(f"{prefix}-{m}", n_images)) for m in (base, sd)]
@@ -116,7 +100,7 @@ def plot_tsne(prefix: str, out: Path, n_images: int) -> list[Path]:
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_title(f"{LABELS[method]} L{l + 1}", fontsize=8)
-        paths.append(_save(fig, out / f"tsne_{base}.png"))
+        paths.append(save_figure(fig, out / f"tsne_{base}.png", dpi=90))
     return paths
 
 
@@ -130,7 +114,7 @@ def _cka(record: dict, depth: int) -> torch.Tensor:
 
 
 def plot_cka(prefix: str, out: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     for base, sd in FRAMEWORKS.items():
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), constrained_layout=True)
@@ -145,11 +129,7 @@ def plot_cka(prefix: str, out: Path) -> list[Path]:
             ax.set_xlabel("block")
             ax.set_ylabel("block")
         fig.colorbar(im, ax=axes.tolist())
-        path = out / f"cka_{base}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out / f"cka_{base}.png", dpi=90, tight=False))  # constrained layout
     return paths
 
 
@@ -159,7 +139,7 @@ ALIGNMENT_PANELS = (("align", "L_ali (alignment)", 1), ("uniformity", "-L_uni", 
 
 
 def plot_alignment(prefix: str, out: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     for base, sd in FRAMEWORKS.items():
         fig, axes = plt.subplots(1, len(ALIGNMENT_PANELS), figsize=(3.2 * len(ALIGNMENT_PANELS), 3))
@@ -173,7 +153,7 @@ def plot_alignment(prefix: str, out: Path) -> list[Path]:
                 ax.set_xlabel("block")
                 ax.set_xticks(layers)
         axes[0].legend(fontsize=8)
-        paths.append(_save(fig, out / f"alignment_{base}.png"))
+        paths.append(save_figure(fig, out / f"alignment_{base}.png", dpi=90))
     return paths
 
 

@@ -4,7 +4,14 @@ Without arguments it trains and evaluates the six methods of the mini comparison
 (``experiment=mini``) and prints the table; ``experiment=table1 scale=paper --slurm`` sends the
 paper's Table 1 as one job array.  See sdssl/README.md for every table and figure.
 """
+from sdssl.tables import render
 from common.launch import main
+from eval.api import evaluate_run
+
+
+def run(argv: list[str] | None = None) -> None:
+    main(paper="sdssl", argv=argv, after_train=evaluate_run, render_table=render)
+
 
 if __name__ == "__main__":
-    main(paper="sdssl")
+    run()

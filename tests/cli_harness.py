@@ -9,6 +9,7 @@ contract of docs/ERRORS.md: a non-zero exit, no traceback, one line naming what 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import subprocess
@@ -33,14 +34,9 @@ class Outcome:
 
 
 def _entry(name: str):
-    if name == "eval":
-        from eval.launch import main
-        return main
-    if name == "hybrid_distill":  # its launcher builds teachers before common.launch.main
-        from hybrid_distill.launch import run
-        return run
-    from common.launch import main
-    return lambda argv: main(name, argv)
+    """The `run(argv)` of `<name>/launch.py` (`main` for eval's)."""
+    launch = importlib.import_module(f"{name}.launch")
+    return launch.main if name == "eval" else launch.run
 
 
 def run_entry(name: str, argv: list[str]) -> Outcome:

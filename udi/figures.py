@@ -12,19 +12,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+import torch
+import torch.nn.functional as F
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from common.checkpoint import load_encoder  # noqa: E402
-from common.data import get_dataset  # noqa: E402
-from common.vit import attention_probs  # noqa: E402
-from udi.crops import OverlapMultiCrop  # noqa: E402
-from udi.srs import box_corners, grid_to_image, image_to_grid, srs_maps  # noqa: E402
+from common.checkpoint import load_encoder
+from common.data import get_dataset
+from common.plots import pyplot, save_figure
+from common.vit import attention_probs
+from udi.crops import OverlapMultiCrop
+from udi.srs import box_corners, grid_to_image, image_to_grid, srs_maps
 
 REPO = Path(__file__).resolve().parents[1]
 COLORS = ("tab:orange", "tab:cyan", "tab:pink")
@@ -52,7 +49,7 @@ def draw_srs(out: Path, seed: int = 3) -> Path:
     maps = srs_maps(boxes, flips, hw, 14, 6, 3, 2, generator=torch.Generator().manual_seed(seed))
     ul, br = box_corners(boxes[0], flips[0], hw)
 
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
+    fig, axes = pyplot().subplots(1, 4, figsize=(13, 3.6))
     axes[0].imshow(image[0], cmap="gray")
     axes[0].set_title("source: global 1, global 2, local")
     for v, color in enumerate(COLORS):
@@ -87,11 +84,7 @@ def draw_srs(out: Path, seed: int = 3) -> Path:
         ax.set_yticks([])
     fig.suptitle("UDI stratified random sampling: dots = samples of a view, x / + = their projection "
                  "(valid only) into the other global view", fontsize=9)
-    fig.tight_layout()
-    path = out / "srs_samples.png"
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "srs_samples.png", dpi=70)
 
 
 def draw_attention(encoder_path: Path, out: Path, n_images: int = 4) -> Path | None:
@@ -107,7 +100,7 @@ def draw_attention(encoder_path: Path, out: Path, n_images: int = 4) -> Path | N
     mean, std = torch.tensor(meta["mean"]).view(1, -1, 1, 1), torch.tensor(meta["std"]).view(1, -1, 1, 1)
     attn = attention_probs(vit, (images - mean) / std, layers=[vit.depth])[vit.depth]  # [B, H, T, T]
     P, (gh, gw) = vit.num_prefix_tokens, vit.grid_size
-    fig, axes = plt.subplots(3, n_images, figsize=(2.2 * n_images, 6.6))
+    fig, axes = pyplot().subplots(3, n_images, figsize=(2.2 * n_images, 6.6))
     for b in range(n_images):
         axes[0, b].imshow(images[b, 0], cmap="gray")
         for row, (token, name) in enumerate(((0, "[CLS]"), (1, "[CLS+]")), start=1):
@@ -120,11 +113,7 @@ def draw_attention(encoder_path: Path, out: Path, n_images: int = 4) -> Path | N
         ax.set_yticks([])
     fig.suptitle(f"last-block attention (head mean) of both class tokens\n{encoder_path.parent.name}, step {meta.get('step')}",
                  fontsize=9)
-    fig.tight_layout()
-    path = out / "cls_attention.png"
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "cls_attention.png", dpi=70)
 
 
 def main(argv: list[str] | None = None) -> None:

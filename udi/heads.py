@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm
 from torch.nn.utils.parametrizations import weight_norm
 
+from common.vit import take_tokens
+
 
 def _init_linear(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
@@ -50,7 +52,7 @@ def gather_weighted(tokens: torch.Tensor, index: torch.Tensor, weight: torch.Ten
     """``sum_k weight[r, m, k] * tokens[r, index[r, m, k]]``: ``tokens [R, N, D]``, ``index`` /
     ``weight`` ``[R, M, k]`` -> ``[R, M, D]`` (the official ``Map @ tokens`` in gather form)."""
     R, M, k = index.shape
-    picked = tokens.gather(1, index.reshape(R, M * k, 1).expand(-1, -1, tokens.shape[-1]))
+    picked = take_tokens(tokens, index.reshape(R, M * k))
     return (picked.reshape(R, M, k, -1) * weight.unsqueeze(-1).to(tokens.dtype)).sum(2)
 
 

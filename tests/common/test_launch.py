@@ -13,8 +13,9 @@ import submitit
 import torch
 
 from common.config import ConfigError, load_config
-from common.launch import TrainEvalJob, main, make_executor, plan_runs, submit
+from common.launch import JobFailure, TrainEvalJob, main, make_executor, plan_runs, submit
 from common.train import run_dir_of
+from eval.api import evaluate_run
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = [sys.executable, str(REPO / "tests/toy_paper/launch.py")]
@@ -101,36 +102,66 @@ def test_experiment_none_selects_a_single_run(toy_overrides):
     assert spec.cfg.experiment_name == "default" and spec.name.startswith("toy-smoke-")
 
 
-def test_job_error_line_is_the_exception_not_a_log_path():
-    from common.launch import job_error_line
-    exc = submitit.core.utils.FailedJobError(
-        "Job (task=0) failed during processing with trace:\n----------------------\n"
-        "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
-        "KeyError: 'no-such-dataset'\n----------------------\n"
-        "You can check full logs with job.stderr(0) and job.stdout(0)or at paths:\n  - /x/0_log.err\n")
-    assert job_error_line(exc) == "KeyError: 'no-such-dataset'"
+def test_failed_job_reports_its_error_and_logs(toy_overrides, monkeypatch, toy_env, tmp_path):
+    """A run that passes the config checks but fails inside its submitit job: the failure names
+    the run, holds the job's error (submitit's report, not a parse of it) and its log paths."""
+    monkeypatch.setenv("PYTHONPATH", toy_env["PYTHONPATH"])
+    missing = tmp_path / "no-such-dataset"
+    specs = plan_runs("toy_paper", [*toy_overrides, "cluster=submitit_local", f"data.name=imagefolder:{missing}"])
+    with pytest.raises(JobFailure) as failure:
+        submit("toy_paper", specs, specs[0].cfg.cluster, after_train=evaluate_run)
+    message = str(failure.value)
+    assert f"run {specs[0].name} (job " in message and str(missing) in message
+    assert "stderr log: " in message and "_log.err" in message
 
 
-def test_job_error_line_prefers_the_exception_over_context_lines():
-    from common.launch import job_error_line
-    exc = submitit.core.utils.FailedJobError(
-        "failed with trace:\n----------------------\nTraceback (most recent call last):\n"
-        "omegaconf.errors.ConfigKeyError: Key 'x' is not in struct\n    full_key: data.x\n"
-        "    object_type=dict\n----------------------\nYou can check full logs")
-    assert job_error_line(exc) == "omegaconf.errors.ConfigKeyError: Key 'x' is not in struct"
+def test_runs_naming_an_unknown_protocol_are_refused(toy_overrides):
+    with pytest.raises(ConfigError, match=r"eval.protocols names unknown protocol\(s\) \['svm'\]; valid: knn"):
+        plan_runs("toy_paper", [*toy_overrides, "eval.protocols=[svm]"])
+
+
+def test_evaluating_without_an_evaluation_step_is_refused():
+    with pytest.raises(ValueError, match="stage='eval' needs after_train"):
+        TrainEvalJob("toy_paper", [], stage="eval")
+
+
+def test_torchrun_workers_get_the_evaluation_step_by_name(monkeypatch, tmp_path):
+    """Each torchrun process rebuilds the job from its command line: the evaluation passed to
+    submit() reaches it as `--after-train=module:function`."""
+    import common.launch as launch
+    seen = []
+    monkeypatch.setattr(launch, "TrainEvalJob", lambda *args: seen.append(args) or (lambda: None))
+    commands = []
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, check: commands.append(cmd))
+    monkeypatch.setattr(launch, "load_config", lambda *a: None)
+    monkeypatch.setattr("common.train.run_dir_of", lambda cfg: tmp_path)
+    (tmp_path / "done.json").write_text('{"steps": 3}')
+    assert launch._run_torchrun("toy_paper", ["a=1"], 2, "all", evaluate_run) == {"steps": 3}
+    worker_argv = commands[0][commands[0].index("worker") + 1:]
+    assert worker_argv == ["--stage=all", "--after-train=eval.api:evaluate_run", "toy_paper", "a=1"]
+    launch._worker(worker_argv)
+    assert seen == [("toy_paper", ["a=1"], "all", evaluate_run)]
+
+
+def test_common_never_imports_eval():
+    """Arrows point down: papers -> eval -> common. common takes the evaluation as an argument."""
+    offenders = [f"{path.name}:{n}" for path in sorted((REPO / "common").glob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if line.strip().startswith(("import eval", "from eval"))]
+    assert offenders == []
 
 
 def test_relaunch_reuses_records_of_the_same_encoder_and_protocol(toy_overrides, capsys):
     args = [*toy_overrides, "train.epochs=1", "eval.protocols=[knn]"]
     [spec] = plan_runs("toy_paper", args)
-    TrainEvalJob("toy_paper", spec.overrides)()
+    TrainEvalJob("toy_paper", spec.overrides, after_train=evaluate_run)()
     record = Path(toy_overrides[1].split("=", 1)[1]) / "toy_paper" / spec.name / "knn.json"
     first = record.read_text()
-    TrainEvalJob("toy_paper", spec.overrides)()
+    TrainEvalJob("toy_paper", spec.overrides, after_train=evaluate_run)()
     assert "reusing" in capsys.readouterr().out and record.read_text() == first
     # another protocol setting is evaluated again
     [changed] = plan_runs("toy_paper", [*args, "eval.knn.T=0.1"])
-    TrainEvalJob("toy_paper", changed.overrides)()
+    TrainEvalJob("toy_paper", changed.overrides, after_train=evaluate_run)()
     assert record.read_text() != first
 
 
@@ -145,13 +176,13 @@ def test_only_runs_the_named_runs_and_leaves_the_table_to_tables_py(toy_override
 def test_extra_evals_write_beside_the_run_and_are_reused(toy_overrides, capsys):
     args = [*toy_overrides, "train.epochs=1", "eval.protocols=[knn]", "extra_evals={hot:{knn:{T:0.5},protocols:[knn]}}"]
     [spec] = plan_runs("toy_paper", args)
-    TrainEvalJob("toy_paper", spec.overrides)()
+    TrainEvalJob("toy_paper", spec.overrides, after_train=evaluate_run)()
     out = Path(toy_overrides[1].split("=", 1)[1]) / "toy_paper" / spec.name
     main_rec, extra_rec = (json.loads((d / "knn.json").read_text()) for d in (out, out / "hot"))
     assert extra_rec["method"] == main_rec["method"] + "+hot" and extra_rec["T"] == 0.5 != main_rec["T"]
     assert extra_rec["checkpoint_sha256"] == main_rec["checkpoint_sha256"]
     assert extra_rec["eval_config_hash"] != main_rec["eval_config_hash"]
-    TrainEvalJob("toy_paper", spec.overrides)()
+    TrainEvalJob("toy_paper", spec.overrides, after_train=evaluate_run)()
     assert capsys.readouterr().out.count("reusing") == 2
     with pytest.raises(ConfigError, match="extra_evals.hot has no protocols"):
         plan_runs("toy_paper", [*toy_overrides, "extra_evals={hot:{knn:{T:0.5}}}"])

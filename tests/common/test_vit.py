@@ -401,3 +401,15 @@ def test_bad_constructor_arguments():
         ViT(**SMOKE, pos_embed="rope")
     with pytest.raises(ValueError, match="weight_init must be one of"):
         ViT(**SMOKE, weight_init="xavier")
+
+
+def test_take_tokens_picks_positions_along_the_token_dimension():
+    from common.vit import take_tokens
+    x = torch.randn(2, 3, 5, 4)  # [M, B, N, D]
+    index = torch.randint(0, 5, (2, 3, 6))  # repeats allowed
+    picked = take_tokens(x, index)
+    assert picked.shape == (2, 3, 6, 4)
+    for m in range(2):
+        for b in range(3):
+            assert torch.equal(picked[m, b], x[m, b][index[m, b]])
+    assert torch.equal(take_tokens(x[0], index[0, :, :2]), torch.stack([x[0, b][index[0, b, :2]] for b in range(3)]))
