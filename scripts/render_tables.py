@@ -11,9 +11,9 @@ from pathlib import Path
 
 from bootleg import tables as bootleg_tables
 from common.launch import plan_runs, render_tables
+from common.papers import discover_papers
 
 REPO = Path(__file__).resolve().parents[1]
-PAPERS = ("bootleg", "sdssl", "hybrid_distill", "udi")
 # where the stages of dvc.yaml train and write records, whatever the scale's own defaults;
 # Bootleg's table looks records up through its config, the other papers' in results/<paper>
 PIPELINE_ROOTS = ("train.out_root=runs", "results_root=results")
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = REPO / "tables"
     out.mkdir(exist_ok=True)
-    for paper in PAPERS:
+    for paper in discover_papers(REPO):
         experiment = plan_runs(paper, [f"scale={args.scale}"])[0].cfg.experiment_name
         text = bootleg_tables.render(experiment, overrides=PIPELINE_ROOTS) if paper == "bootleg" \
             else render_tables(paper, experiment)
