@@ -76,7 +76,9 @@ def test_the_copied_paper_joins_the_dvc_run_list(repo, monkeypatch):
 
     monkeypatch.syspath_prepend(str(repo))
     # the repository's papers with the new one beside them, as scripts/pipeline.py would see them
-    runs = collect(papers=discover_papers(REPO) + discover_papers(repo))["runs"]
+    table = collect(papers=discover_papers(REPO) + discover_papers(repo))
+    assert NAME in table["papers"]  # its table@<paper> stage
+    runs = table["runs"]
     ours = {name: entry for name, entry in runs.items() if entry["paper"] == NAME}
     assert ours == {"cosine": {"paper": NAME, "extra_dep": f"{NAME}/configs"},
                     "cosine_no_crop": {"paper": NAME, "extra_dep": f"{NAME}/configs"}}
