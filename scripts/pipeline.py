@@ -2,12 +2,14 @@
 
 The list is derived from each paper's default experiment (its mini comparison), so adding a
 run to a paper's experiment config and re-running this script adds `pretrain@<run>` and
-`eval@<run>` stages; nothing is listed by hand. The papers themselves are discovered
-(common.papers): `papers` drives the `table@<paper>` stages, and `floor_archs` (one random-init
-encoder per distinct init of the runs) is what the `floors` stage evaluates, so a change of a
-run's encoder shows here (and in `--check`) instead of through a list of config directories. With `seeds: n` in params.yaml, the headline
+`eval@<run>` stages; nothing is listed by hand. With `seeds: n` in params.yaml, the headline
 runs of each paper (scripts/seeds.py) get n-1 more pretraining seeds, listed under `seed_runs`
 (their `pretrain_seed@<run>-seed<i>` and `eval_seed@...` stages).
+
+The papers themselves are discovered (common.papers): `papers` drives the `table@<paper>`
+stages, and `floor_archs` (one random-init encoder per distinct init of the runs) is what the
+`floors` stage evaluates, so a change of a run's encoder shows here (and in `--check`) instead
+of through a list of every paper's config directory (dvc cannot interpolate a list of deps).
 
     python scripts/pipeline.py [--check]
 """
