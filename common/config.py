@@ -187,6 +187,9 @@ def load_config(paper: str, overrides: list[str] | tuple[str, ...] = (), validat
         check_override_type(key, OmegaConf.select(base, key, throw_on_missing=False),
                             OmegaConf.select(cfg, key, throw_on_missing=False), raw)
 
+    if not OmegaConf.is_missing(cfg, "paper") and cfg.paper != paper:  # a copied paper (docs/ADDING_A_PAPER.md)
+        raise ConfigError(f"paper={cfg.paper!r} in {config_dir}/config.yaml is not its directory's name; "
+                          f"set paper: {paper}")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError("missing required value(s): " + ", ".join(missing) +

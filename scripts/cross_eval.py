@@ -56,22 +56,6 @@ def evaluate_all(encoder: str, out_dir: Path, scale: str, run_info: dict | None 
         evaluate(encoder, "knn", {**cfg, **TRANSFER}, out_dir=out_dir / "mnist5k", run_info=run_info)
 
 
-def random_floor_archs(runs: dict) -> dict[str, dict]:
-    """Init scheme -> the encoder arch (init included) of the first run that starts from it:
-    one random-init floor per distinct init, read from the run configs."""
-    from common.config import encoder_arch
-    from common.launch import plan_runs
-    from eval.encoders import init_name
-
-    archs: dict[str, dict] = {}
-    for paper in dict.fromkeys(item["paper"] for item in runs.values()):
-        for spec in plan_runs(paper, []):
-            if spec.name in runs:
-                arch = encoder_arch(spec.cfg)
-                archs.setdefault(init_name(arch), arch)
-    return archs
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = p.add_mutually_exclusive_group(required=True)
@@ -87,7 +71,8 @@ def main(argv=None) -> int:
     out = Path(args.results)
     if args.floors:
         evaluate_all("pixels", out / "floors" / "pixels", args.scale, {"method": "pixels", "run": "pixels"})
-        for init, arch in random_floor_archs(runs_table()).items():
+        floor_archs = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["floor_archs"]
+        for init, arch in floor_archs.items():
             floor_dir = out / "floors" / f"random-{init}"
             evaluate_all(random_spec(arch, floor_dir), floor_dir, args.scale, {"method": "random", "run": f"random-{init}"})
         return 0

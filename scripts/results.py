@@ -26,7 +26,6 @@ from scripts.claims import CLAIMS, LEVEL, assess, mean_std
 
 REPO = Path(__file__).resolve().parents[1]
 PER_LAYER = re.compile(r"^linear/[a-z_]+@(\d+)/best/top1$")
-PAPER_ORDER = ("bootleg", "sdssl", "hybrid_distill", "udi")
 COLUMNS = (  # header, protocol, metric (None = the record's headline), subdirectory
     ("k-NN", "knn", None, ""),
     ("linear (last block)", "linear", "last_block", ""),
@@ -169,7 +168,7 @@ def render(results: Path, out: Path, plots: Path) -> str:
              "| paper | method | run | " + " | ".join(c[0] for c in COLUMNS) +
              " | best block (linear) | pretrain time (min) | pretrain peak mem (GB) |",
              "|" + "---|" * (len(COLUMNS) + 6)]
-    ordered = sorted(runs.items(), key=lambda kv: (PAPER_ORDER.index(kv[1]["paper"]), kv[0]))
+    ordered = sorted(runs.items(), key=lambda kv: (kv[1]["paper"], kv[0]))
     names = [name for name, _ in ordered] + ["pixels"] + sorted(r for r in rows if r.startswith("random"))
     for name in names:
         recs = rows.get(name, {})

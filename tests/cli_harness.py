@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRIES = ("bootleg", "sdssl", "hybrid_distill", "udi", "eval")
 
 
 @dataclass

@@ -18,10 +18,12 @@ from typing import NamedTuple
 import torch
 from omegaconf import OmegaConf
 
+from common.papers import discover_papers
+
 TORCH_THREADS = 2
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS_EVAL = REPO / "eval" / "configs"
-PAPERS = ("bootleg", "sdssl", "hybrid_distill", "udi")
+PAPERS = discover_papers(REPO)
 
 # Identity keys (common.config.identity) the test overrides; any other difference fails the test.
 # (The monitor keys it also sets are not identity keys: they measure and change no weights.)

@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from common.launch import plan_runs
+from scripts.pipeline import floor_archs
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"
@@ -33,8 +38,9 @@ def make_copy(root: Path) -> tuple[Path, dict]:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)
     (repo / "params.yaml").write_text("scale: smoke\nseeds: 1\n")
-    (repo / "dvc_runs.yaml").write_text(
-        "runs:\n  bootleg:\n    paper: bootleg\n    extra_dep: bootleg/configs\nseed_runs: {}\n")
+    table = {"papers": ["bootleg"], "runs": {"bootleg": {"paper": "bootleg", "extra_dep": "bootleg/configs"}},
+             "seed_runs": {}, "floor_archs": floor_archs(plan_runs("bootleg", [], only="bootleg"))}
+    (repo / "dvc_runs.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
     env = dict(os.environ)
     # stage commands run `python`: the test's interpreter, importing the copy, not the checkout;
     # a dead proxy makes any HTTP access by dvc fail loudly instead of hanging.

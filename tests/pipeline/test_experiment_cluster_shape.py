@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from common.config import load_config
+from common.papers import discover_papers
 
 REPO = Path(__file__).resolve().parents[2]
-PAPERS = ("bootleg", "sdssl", "hybrid_distill", "udi")
-EXPERIMENTS = [(paper, path.stem) for paper in PAPERS
+EXPERIMENTS = [(paper, path.stem) for paper in discover_papers(REPO)
                for path in sorted((REPO / paper / "configs" / "experiment").glob("*.yaml"))]
 SHAPE = ("nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min")
 
