@@ -71,5 +71,9 @@ def test_trimmed_cross_eval_is_knn_and_the_last_block_linear_head_only(monkeypat
 def test_cross_eval_finds_the_encoder_of_a_seed_run(monkeypatch):
     seen = []
     monkeypatch.setattr(cross_eval, "evaluate_all", lambda enc, out, scale, trim: seen.append((enc, out, trim)))
+    # whatever seed count params.yaml holds, the table of a three-seed pipeline
+    committed = cross_eval.runs_table()
+    table = {**committed, **seeds.seed_runs(committed, 3)}
+    monkeypatch.setattr(cross_eval, "runs_table", lambda seeds=False: table)
     assert cross_eval.main(["--run", "udi-seed1", "--trim", "--results", "res"]) == 0
     assert seen == [("runs/udi/udi-seed1/encoder.pt", cross_eval.Path("res/udi-seed1"), True)]
