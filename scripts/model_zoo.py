@@ -36,9 +36,10 @@ def zoo_entries(records: list[dict], runs_root: Path, results_root: Path = Path(
     """Model entries per paper, one per (paper, run), newest record per protocol."""
     by_run: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for rec in records:
-        # floors are not models; results/cross/ repeats the runs under the cross-paper protocols
+        # floors are not models; results/cross/ repeats the runs under the cross-paper protocols;
+        # results/sweeps/ holds recipe sweeps, whose encoders are not kept
         floor = rec.get("method") in FLOOR_METHODS or rec.get("encoder_kind") in FLOOR_METHODS
-        if floor or "cross" in Path(rec["_path"]).parts:
+        if floor or {"cross", "sweeps"} & set(Path(rec["_path"]).parts):
             continue
         check_provenance(rec)
         # records of encoders built outside a paper's loop (e.g. the supervised teacher made by

@@ -4,8 +4,9 @@ import json
 import math
 
 import pytest
+import yaml
 
-from scripts import claims, results
+from scripts import claims, results, seeds
 
 T_975_2 = 4.302653  # Student t, 97.5% quantile, 2 degrees of freedom (printed tables)
 
@@ -69,7 +70,10 @@ def _fake_run(root, run, knn, last_linear, per_layer_blocks=(1, 2, 3)):
 
 
 @pytest.fixture
-def fake_results(tmp_path):
+def fake_results(tmp_path, monkeypatch):
+    # the seed runs of a three-seed pipeline, whatever seed count params.yaml holds
+    committed = yaml.safe_load((results.REPO / "dvc_runs.yaml").read_text())["runs"]
+    monkeypatch.setattr(results, "seed_table", lambda: seeds.seed_runs(committed, 3))
     root = tmp_path / "results" / "cross"
     bootleg_knn, ijepa_knn = [50.0, 52.0, 51.0], [46.0, 47.0, 48.0]
     for i, (b, j) in enumerate(zip(bootleg_knn, ijepa_knn)):

@@ -54,3 +54,16 @@ def test_records_of_two_checkpoints_for_one_run_are_refused(tmp_path):
     write(tmp_path, [record(), record(protocol="linear", checkpoint_sha256="ef" * 32)])
     with pytest.raises(model_zoo.ProvenanceError, match="2 different checkpoints"):
         model_zoo.zoo_entries(model_zoo.load_records([tmp_path / "results"]), Path("runs"))
+
+
+def test_sweep_records_are_not_models(tmp_path):
+    """results/sweeps/<date>/<tag>/ keeps recipe sweeps of a paper's method, of several
+    checkpoints: they must neither become zoo entries nor trip the one-checkpoint check."""
+    write(tmp_path, [record()])
+    sweep = tmp_path / "results" / "sweeps" / "mini-2026-12-02"
+    for tag, sha in (("a", "01" * 32), ("b", "02" * 32)):
+        (sweep / tag).mkdir(parents=True)
+        (sweep / tag / "knn.json").write_text(json.dumps(record(checkpoint_sha256=sha)))
+    assert model_zoo.main(["--results", str(tmp_path / "results"), "--out-root", str(tmp_path)]) == 0
+    [entry] = yaml.safe_load((tmp_path / "bootleg/MODEL_ZOO.yaml").read_text())["models"]
+    assert entry["sha256"] == "ab" * 32
