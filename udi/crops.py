@@ -26,7 +26,6 @@ from collections.abc import Callable
 
 import torch
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from common.augment import (CropBox, MultiCrop, color_jitter, gaussian_blur, grayscale, normalize,
                             random_resized_crop_box, solarize)
@@ -183,21 +182,3 @@ class OverlapMultiCrop(MultiCrop):
             boxes.append(shift_towards(box, ref, height, width, self.overlap_mode) if constrained else box)
             flips.append(flipped)
         return boxes, flips
-
-    def __call__(self, img: torch.Tensor) -> dict:
-        boxes, flips = self.sample_geometry(*img.shape[-2:])
-        crops = []
-        for v, (box, flipped) in enumerate(zip(boxes, flips)):
-            size = self.global_size if v < 2 else self.local_size
-            crop = F.resized_crop(img, box.i, box.j, box.h, box.w, [size, size],
-                                  interpolation=self.interpolation, antialias=True)
-            if flipped:
-                crop = F.horizontal_flip(crop)
-            transform = self.global_transforms[v] if v < 2 else self.local_transform
-            crops.append(transform(crop) if transform is not None else crop)
-        return {
-            "crops": crops,
-            "boxes": torch.tensor([[b.i, b.j, b.h, b.w] for b in boxes], dtype=torch.long),
-            "flips": torch.tensor(flips, dtype=torch.bool),
-            "image_hw": torch.tensor(img.shape[-2:], dtype=torch.long),
-        }
