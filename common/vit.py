@@ -235,6 +235,8 @@ class ViT(VisionTransformer):
         weight_init: str = "",
         patch_embed_ref_fan_in: int | None = None,
     ) -> None:
+        # the constructor arguments, first thing: arch() returns them so a checkpoint rebuilds this ViT
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         img_hw = _to_pair(img_size)
         if num_class_tokens not in (0, 1, 2):
             raise ValueError(f"num_class_tokens must be 0, 1 or 2, got {num_class_tokens}")
@@ -285,29 +287,11 @@ class ViT(VisionTransformer):
             attn_layer=RelationAttention,
         )
         self._init_kwargs = dict(
+            arguments,
             img_size=list(img_hw) if img_hw[0] != img_hw[1] else img_hw[0],
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
             mlp_ratio=float(mlp_ratio),
-            qkv_bias=qkv_bias,
-            num_class_tokens=num_class_tokens,
-            reg_tokens=reg_tokens,
-            pos_embed=pos_embed,
-            freeze_patch_embed=freeze_patch_embed,
             drop_path_rate=float(drop_path_rate),
-            fused_attn=fused_attn,
-            grad_checkpointing=grad_checkpointing,
-            dynamic_img_size=dynamic_img_size,
-            pos_interp_antialias=pos_interp_antialias,
-            global_pool=global_pool,
-            pre_norm=pre_norm,
             norm_eps=float(norm_eps),
-            act_layer=act_layer,
-            weight_init=weight_init,
-            patch_embed_ref_fan_in=patch_embed_ref_fan_in,
         )
         self.patch_embed_ref_fan_in = patch_embed_ref_fan_in
         self.depth = depth
