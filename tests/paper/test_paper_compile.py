@@ -75,11 +75,15 @@ def _loss_and_grads(method, step_fn, batch) -> tuple[float, dict]:
 
 
 # bootleg: the loss is one hidden-target term (inductor folded `0.0 + term`); mae: one pixel term
-# of weight 1 (`1.0 * term` too). Both lost their grad_fn before (docs/repros/).
+# of weight 1 (`1.0 * term` too). Both lost their grad_fn before (docs/repros/). MAE without
+# norm_pix_loss: its per-patch standardisation divides the flat background patches of
+# Fashion-MNIST by sqrt(1e-6), which turns inductor's reordered patch mean into gradients ~1e-4
+# (relative) away from eager's; with it off they agree to ~1e-6.
 @pytest.mark.paper
-@pytest.mark.parametrize("method_name", ["bootleg", "mae"])
-def test_compiled_bootleg_step_trains_the_student_not_the_teacher(method_name):
-    method, batch = _bootleg_smoke([f"method={method_name}"])
+@pytest.mark.parametrize("overrides", [["method=bootleg"], ["method=mae", "method.norm_pix_loss=false"]],
+                         ids=["bootleg", "mae"])
+def test_compiled_bootleg_step_trains_the_student_not_the_teacher(overrides):
+    method, batch = _bootleg_smoke(overrides)
     eager_loss, eager_grads = _loss_and_grads(method, method.training_step, batch)
     loss, grads = _loss_and_grads(method, torch.compile(method.training_step), batch)
     assert loss == pytest.approx(eager_loss, rel=1e-5)
