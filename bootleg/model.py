@@ -246,13 +246,13 @@ class MaskedPrediction(nn.Module):
                              f"expected a whole number of masks per image (mask.clones)")
         student_images = images.repeat_interleave(clones, 0) if clones > 1 else images
         pred = self.predictor(self.encode(student_images, context), context, targets)
-        logs, total = {}, 0.0
+        logs, terms = {}, []
         if self.use_pixels:
             n_pix = self.student.patch_size ** 2 * self.student.in_chans
             pix = gather_tokens(pixel_targets(student_images, self.student.patch_size,
                                               self.cfg.norm_pix_loss), targets)
             loss_pix, _ = layerwise_loss(pred[..., :n_pix], pix, torch.ones(1), self.cfg.pixel_loss)
-            total = total + float(self.cfg.pixel_weight) * loss_pix
+            terms.append(float(self.cfg.pixel_weight) * loss_pix)
             logs["loss_pixels"] = loss_pix.detach()
             pred = pred[..., n_pix:]
         if self.hidden_targets is not None:
@@ -260,11 +260,14 @@ class MaskedPrediction(nn.Module):
             y = gather_tokens(y.repeat_interleave(clones, 0) if clones > 1 else y, targets)
             loss_hidden, per_layer = layerwise_loss(pred, y, self.layer_weights, self.cfg.loss,
                                                     float(self.cfg.smooth_l1_beta))
-            total = total + loss_hidden
+            terms.append(loss_hidden)
             logs["loss_hidden"] = loss_hidden.detach()
             names = self.hidden_targets.layers if self.hidden_targets.combine == "concat" else ["mean"]
             logs.update({f"loss_layer_{name}": v for name, v in zip(names, per_layer)})
-        return {"loss": total, **logs}
+        # One sum of the terms, not a sum started from 0.0: inductor folds `0.0 + x` (and `1.0 * x`),
+        # and a loss that is the same tensor as a detached log loses its grad_fn under
+        # torch.compile (docs/repros/inductor_detached_log_drops_grad.py). Same value in eager.
+        return {"loss": torch.stack(terms).sum(), **logs}
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
