@@ -22,6 +22,7 @@ import yaml
 
 from eval.encoders import floor_label
 from eval.records import load_records
+from eval.tables import load_run
 from scripts.claims import CLAIMS, LEVEL, assess, mean_std
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,12 +124,16 @@ def render_claims(claims: list[dict]) -> list[str]:
 
 
 def train_cost(paper: str | None, run: str) -> tuple[float | None, float | None]:
-    """Pretraining wall time (s) and peak memory (MB) from the run's done.json, if present."""
-    done = REPO / "runs" / str(paper) / run / "done.json"
-    if not paper or not done.exists():
+    """Pretraining wall time (s) and peak memory (MB) from the run's done.json, else from the
+    paper's own records of the run, which copy both (runs/ comes from DVC, results/ is committed)."""
+    if not paper:
         return None, None
-    summary = json.loads(done.read_text())
-    return summary.get("train_time_s"), summary.get("peak_memory_mb")
+    done = REPO / "runs" / str(paper) / run / "done.json"
+    if done.exists():
+        summary = json.loads(done.read_text())
+        return summary.get("train_time_s"), summary.get("peak_memory_mb")
+    record = next((r for r in load_run(REPO / "results" / str(paper) / run).values() if r.get("train_time_s")), {})
+    return record.get("train_time_s"), record.get("train_peak_memory_mb")
 
 
 def per_layer(rec: dict | None) -> dict[int, float]:
