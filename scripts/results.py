@@ -13,6 +13,7 @@ seeds that have records, and the Claims section tests each paper's claimed direc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -22,7 +23,6 @@ import yaml
 
 from eval.encoders import floor_label
 from eval.records import load_records
-from eval.tables import load_run
 from scripts.claims import CLAIMS, LEVEL, assess, mean_std
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,8 +132,14 @@ def train_cost(paper: str | None, run: str) -> tuple[float | None, float | None]
     if done.exists():
         summary = json.loads(done.read_text())
         return summary.get("train_time_s"), summary.get("peak_memory_mb")
-    record = next((r for r in load_run(REPO / "results" / str(paper) / run).values() if r.get("train_time_s")), {})
+    record = next((r for r in paper_records(paper) if r.get("run") == run and r.get("train_time_s")), {})
     return record.get("train_time_s"), record.get("train_peak_memory_mb")
+
+
+@functools.cache
+def paper_records(paper: str) -> list[dict]:
+    """Every record under results/<paper>/ (found by content, not by the layout below it)."""
+    return load_records([REPO / "results" / paper])
 
 
 def per_layer(rec: dict | None) -> dict[int, float]:
