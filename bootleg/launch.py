@@ -4,13 +4,13 @@ Without arguments it runs the mini comparison (Bootleg vs I-JEPA vs MAE on Fashi
 pretraining, then k-NN, linear and attentive probes) and prints the side-by-side table.
 ``experiment=<name>`` selects another table or figure (bootleg/configs/experiment/).
 """
-from bootleg.tables import render
 from common.launch import main
 from eval.api import evaluate_run
+from eval.tables import table_after_runs
 
 
 def run(argv: list[str] | None = None) -> None:
-    main(paper="bootleg", argv=argv, after_train=evaluate_run, render_table=render)
+    main(paper="bootleg", argv=argv, after_train=evaluate_run, render_table=table_after_runs("bootleg"))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import traceback
@@ -264,9 +265,14 @@ def parse_args(paper: str, argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser(paper).parse_intermixed_args(argv)
 
 
+# What prints the experiment's table once all its runs are done: `render_table(overrides)`, with
+# the overrides the runs were planned from (experiment, scale, results_root...).
+RenderTable = Callable[[list[str]], str | None]
+
+
 def main(paper: str, argv: list[str] | None = None, after_train: AfterTrain | None = None,
-         render_table: Callable[[str], str | None] | None = None) -> None:
-    """The paper's CLI. `after_train(cfg, summary)` evaluates a finished run; `render_table(experiment)`
+         render_table: RenderTable | None = None) -> None:
+    """The paper's CLI. `after_train(cfg, summary)` evaluates a finished run; `render_table(overrides)`
     gives the markdown printed once every run of the experiment is done."""
     args = parse_args(paper, argv)
     with user_errors(debug=args.debug):
@@ -274,7 +280,7 @@ def main(paper: str, argv: list[str] | None = None, after_train: AfterTrain | No
 
 
 def _main(paper: str, args: argparse.Namespace, after_train: AfterTrain | None,
-          render_table: Callable[[str], str | None] | None) -> None:
+          render_table: RenderTable | None) -> None:
     overrides = list(args.overrides)
     if args.slurm:
         overrides.append("cluster=slurm")
@@ -307,11 +313,12 @@ def _main(paper: str, args: argparse.Namespace, after_train: AfterTrain | None,
     if args.no_wait or args.stage == "train" or experiment == "default":
         return  # a single run (experiment=none) has no table
     if args.only:
-        # a table of some runs would be partial, and rendering may evaluate floor rows that
-        # the caller (dvc's eval@<run> stages) did not ask for
-        print(f"ran {args.only} of {experiment}; render its table with python {paper}/tables.py {experiment}", flush=True)
+        # a table of some runs would be partial, and the floor rows that precede it are not
+        # what the caller (dvc's eval@<run> stages) asked for
+        print(f"ran {args.only} of {experiment}; render its table with "
+              f"python {paper}/tables.py {shlex.join(args.overrides)}".rstrip(), flush=True)
         return
-    table = render_table(experiment) if render_table is not None else None
+    table = render_table(overrides) if render_table is not None else None
     if table:
         print(table)
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from common.checkpoint import load_encoder
+from common.io import atomic_write
 from common.vit import ViT
 
 
@@ -90,11 +91,16 @@ def random_spec(arch: dict, directory: str | Path) -> str:
     """``random:<directory>/arch.json``, written from ``arch`` (e.g. ``common.config.encoder_arch``
     of the run a floor is for), so the floor needs no trained encoder."""
     path = Path(directory) / "arch.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(ViT(**arch).arch, indent=1, sort_keys=True) + "\n"
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        atomic_write(path, text)
     return f"random:{path}"
+
+
+def random_sha256(arch: dict, seed: int) -> str:
+    """The ``checkpoint_sha256`` of a random encoder: its full arch (``ViT(**arch).arch``, as
+    ``random_spec`` writes it) and its seed, which together fix every weight."""
+    return _sha_of(json.dumps({"arch": arch, "seed": seed}, sort_keys=True))
 
 
 def _sha_of(text: str) -> str:
@@ -139,8 +145,7 @@ def load(spec: str, data: str = "fashion_mnist", data_shape: tuple[int, int] | N
         model = ViT(**arch).eval()
         init = init_name(arch)
         meta.update(method="random", init=init, run=f"random-{init}-{_sha_of(json.dumps(arch, sort_keys=True))[:8]}")
-        sha = _sha_of(json.dumps({"arch": arch, "seed": seed}, sort_keys=True))
-        return EvalEncoder(model, meta, sha, "random", arch)
+        return EvalEncoder(model, meta, random_sha256(arch, seed), "random", arch)
     path = _encoder_file(Path(spec))
     model, meta, sha = load_encoder(path)
     return EvalEncoder(model, {**meta, **_training_provenance(path, sha)}, sha, "encoder", model.arch)

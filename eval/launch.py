@@ -6,9 +6,10 @@
 
 ``checkpoint`` is an ``encoder.pt``, a run directory holding one, ``pixels`` or
 ``random:<encoder.pt | arch.json>`` (the two floor rows of every table). ``protocol`` may be a
-comma-separated list. Records go to ``out`` (default ``results/<paper>/<run>``, floors to
-``results/floors/<data>/<pixels | random-...>``). ``--slurm`` submits one job per protocol
-as a job array through ``common.launch``'s submitit executor.
+comma-separated list. Records go to ``out`` (default ``results/<paper>/<run>``; floors, which
+belong to no paper's table, to ``results/misc/floors-<data>-<scale>/<pixels | random-init-<init>>``,
+the one floor layout of eval/tables.py). ``--slurm`` submits one job per protocol as a job array
+through ``common.launch``'s submitit executor.
 """
 from __future__ import annotations
 
@@ -50,18 +51,37 @@ class EvalJob:
         return submitit.helpers.DelayedSubmission(EvalJob(self.encoder, self.protocol, self.eval_cfg, self.out_dir))
 
 
-def default_out_dir(spec: str, data: str, seed: int = 0, root: str = "results", stats: str | None = None) -> Path:
+NO_PAPER = "misc"  # the results folder of encoders (and floors) that belong to no paper
+
+
+def default_out_dir(spec: str, data: str, seed: int = 0, root: str = "results", stats: str | None = None,
+                    scale: str = "mini") -> Path:
     """``stats``: the dataset whose normalisation a floor encoder takes, when ``data`` (which
     names the floors' folder) is not one of ``common.data``'s (a segmentation folder)."""
     from eval.encoders import load
+    from eval.tables import PIXELS, floors_dir, random_floor_name
 
-    slug = data.replace(":", "_").replace("/", "_")
+    floors = floors_dir(root, NO_PAPER, data.replace(":", "_").replace("/", "_"), scale)
     if spec == "pixels":
-        return Path(root) / "floors" / slug / "pixels"
+        return floors / PIXELS
     enc = load(spec, stats or data, seed=seed)
     if enc.kind == "random":
-        return Path(root) / "floors" / slug / enc.meta["run"]
-    return Path(root) / str(enc.meta.get("paper") or "misc") / str(enc.meta.get("run") or enc.sha256[:12])
+        out = floors / random_floor_name(enc.meta["init"])
+        refuse_other_floor(out, enc.sha256)
+        return out
+    return Path(root) / str(enc.meta.get("paper") or NO_PAPER) / str(enc.meta.get("run") or enc.sha256[:12])
+
+
+def refuse_other_floor(out: Path, sha256: str) -> None:
+    """Stop before a random floor overwrites the records of another random encoder in its
+    default folder (the same init, another architecture or seed)."""
+    import json
+
+    for record in sorted(out.glob("*.json")):
+        other = json.loads(record.read_text()).get("checkpoint_sha256")
+        if other not in (None, sha256):
+            raise ValueError(f"{record} holds the record of another random encoder (sha256 {other[:12]}, this one "
+                             f"{sha256[:12]}); pass out=<another directory> to keep both")
 
 
 def parse(argv: list[str]):
@@ -114,10 +134,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         protocols = list(settings.IMAGE_PROTOCOLS) if names == "all" else [settings.check_protocol(p) for p in names.split(",")]
         if "out" in special:
             out = Path(special["out"])
-        elif protocols == ["segment"]:  # floors of a segmentation folder are filed under that folder
-            out = default_out_dir(special["checkpoint"], f"seg:{cfg.seg.data}", int(cfg.seed), stats="imagenet")
-        else:
-            out = default_out_dir(special["checkpoint"], cfg.data, int(cfg.seed))
+        else:  # floors of a segmentation folder are filed under that folder
+            data, stats = (f"seg:{cfg.seg.data}", "imagenet") if protocols == ["segment"] else (cfg.data, None)
+            out = default_out_dir(special["checkpoint"], data, int(cfg.seed), stats=stats, scale=cfg.scale)
     if args.dry_run:
         print(f"# checkpoint {special['checkpoint']} -> {out}; protocols {protocols}")
         print(OmegaConf.to_yaml(cfg))

@@ -50,6 +50,18 @@ def make_record(*, protocol: str, metric: str, metrics: dict, identity: dict, da
     return record
 
 
+def records_dir(cfg) -> Path:
+    """The records directory of the run ``cfg`` describes (its ``results_root``, paper and run
+    name): the one place that layout is spelled, so tables and launchers never build it."""
+    return Path(str(cfg.results_root)) / str(cfg.paper) / str(cfg.run_name)
+
+
+def extra_records_dir(cfg, name: str) -> Path:
+    """Where the extra evaluation ``name`` of ``cfg.extra_evals`` files its records (UDI+'s
+    ``cls_plus``): beside the run's own."""
+    return records_dir(cfg) / name
+
+
 def write_record(record: dict, out_dir: str | os.PathLike) -> Path:
     """Atomically write ``<out_dir>/<protocol>.json`` (a crash never leaves half a file)."""
     path = Path(out_dir) / f"{record['protocol']}.json"

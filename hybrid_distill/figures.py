@@ -1,50 +1,43 @@
 """Diversity analysis of teachers and students (paper Sec. 2.1): average attention distance
 per head and attention NMI per layer, as PNGs mirroring Figs. 1, 2, 3 and 5.
 
-    python hybrid_distill/figures.py [scale=mini] [--out hybrid_distill/figures]
+    python hybrid_distill/figures.py [scale=mini] [key=value ...] [--out hybrid_distill/figures]
 
-The numbers come from eval/'s ``analysis`` protocol (``eval.metrics.attention_distance`` /
-``attention_nmi`` on ``eval.metrics.n_images`` test images); one record per encoder is
-written to ``results/hybrid_distill/<run>/analysis.json`` (teachers under
-``results/hybrid_distill/teachers/analysis/<name>/``) with its checkpoint sha256, and reused
-while the encoder file is unchanged.
+The overrides select the runs as for ``hybrid_distill/launch.py``. The numbers come from eval/'s
+``analysis`` protocol (``eval.metrics.attention_distance`` / ``attention_nmi`` on
+``eval.metrics.n_images`` test images); one record per encoder is written to the run's records
+directory (teachers under ``<results_root>/hybrid_distill/teachers/analysis/<name>/``) and
+reused while the encoder and the analysis settings are unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from common.checkpoint import sha256_file
 from common.plots import pyplot, save_figure
-from common.config import load_config
+from common.train import run_dir_of
+from eval.records import records_dir
 
 PAPER = "hybrid_distill"
+REPO = Path(__file__).resolve().parents[1]
 TEACHERS = {"deit": "supervised ('DeiT')", "clip": "MoCo v3 ('CLIP')", "mae": "MAE"}
 DISTILL = {"mini_distill_deit": "Distill-DeiT", "mini_distill_mae": "Distill-MAE", "mini_distill_clip": "Distill-CLIP"}
 HYBRID = {"mini_hybrid_clip": "Hybrid Distill † (MAE + MoCo v3)"}
 
 
 def analysis_record(encoder: Path, out_dir: Path, eval_cfg) -> dict | None:
-    """The analysis record of ``encoder`` (computed once per encoder sha256)."""
+    """The analysis record of ``encoder`` (evaluated unless current); None without an encoder."""
+    from eval.api import evaluate_unless_current
+
     if not encoder.is_file():
         return None
-    path = out_dir / "analysis.json"
-    sha = sha256_file(encoder)
-    if path.is_file():
-        data = json.loads(path.read_text())
-        record = data[0] if isinstance(data, list) else data
-        if record.get("checkpoint_sha256") == sha:
-            return record
-    from eval.api import evaluate
-    return evaluate(str(encoder), "analysis", eval_cfg, out_dir=out_dir, run_info={"table": "figures"})[0]
+    return evaluate_unless_current(str(encoder), "analysis", eval_cfg, out_dir=out_dir, run_info={"table": "figures"},
+                                   checkpoint_sha256=sha256_file(encoder))[0]
 
 
 def per_head(record: dict, kind: str) -> np.ndarray:
@@ -93,19 +86,21 @@ def _nmi_curves(groups: dict[str, dict[str, dict]], title: str, path: Path) -> P
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
+    from common.launch import plan_runs
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(REPO / PAPER / "figures"))
-    p.add_argument("--results", default="results")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. scale=mini")
-    args = p.parse_args(argv)
-    cfg = load_config(PAPER, args.overrides)
+    p.add_argument("overrides", nargs="*", help="key=value as given to hybrid_distill/launch.py, e.g. scale=mini")
+    args = p.parse_intermixed_args(argv)
+    runs = {run.name: run for run in plan_runs(PAPER, args.overrides)}
+    cfg = next(iter(runs.values())).cfg
     # eval's own per-encoder plots are not needed: the figures below combine the encoders.
     eval_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.eval, resolve=True), {"metrics": {"plots": False}})
-    root = Path(args.results) / PAPER
-    teachers = {TEACHERS.get(n, n): analysis_record(Path(cfg.teachers[n].path), root / "teachers" / "analysis" / n, eval_cfg)
+    teacher_root = Path(str(cfg.results_root)) / PAPER / "teachers" / "analysis"
+    teachers = {TEACHERS.get(n, n): analysis_record(Path(cfg.teachers[n].path), teacher_root / n, eval_cfg)
                 for n in TEACHERS if n in cfg.teachers}
-    students = {label: analysis_record(Path(cfg.train.out_root) / PAPER / run / "encoder.pt", root / run, eval_cfg)
-                for run, label in {**DISTILL, **HYBRID}.items()}
+    students = {label: analysis_record(run_dir_of(runs[run].cfg) / "encoder.pt", records_dir(runs[run].cfg), eval_cfg)
+                if run in runs else None for run, label in {**DISTILL, **HYBRID}.items()}
     distill = {k: students[k] for k in DISTILL.values()}
     hybrid = {k: students[k] for k in HYBRID.values()}
     out = Path(args.out)

@@ -18,9 +18,9 @@ from common.checkpoint import sha256_file
 from common.cli import user_errors
 from common.io import atomic_write
 from common.launch import main, parse_args, plan_runs
-from eval.api import evaluate, evaluate_run
-from hybrid_distill.model import build_student, used_teachers
-from hybrid_distill.tables import render
+from eval.api import evaluate_run
+from eval.tables import table_after_runs
+from hybrid_distill.model import used_teachers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,34 +71,15 @@ def write_manifest(needed: dict[str, dict]) -> None:
     atomic_write(MANIFEST, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
-def evaluate_floors(overrides: list[str]) -> None:
-    """The two floor rows of every table (raw pixels, randomly initialised student) under the
-    experiment's protocols; skipped when their records exist."""
-    cfg = plan_runs(PAPER, overrides)[0].cfg
-    arch_file = Path(cfg.train.out_root) / PAPER / f"student_arch_{cfg.scale_name}.json"
-    arch_file.parent.mkdir(parents=True, exist_ok=True)
-    arch_file.write_text(json.dumps(build_student(cfg).arch, sort_keys=True))
-    for run_name, spec in (("floor_pixels", "pixels"), ("floor_random", f"random:{arch_file}")):
-        out_dir = Path(cfg.results_root) / PAPER / run_name
-        for protocol in cfg.eval.protocols:
-            if protocol == "finetune" and spec == "pixels":
-                continue  # nothing to fine-tune
-            if not (out_dir / f"{protocol}.json").is_file():
-                evaluate(spec, protocol, cfg.eval, out_dir=out_dir, run_info={"run": run_name, "table": "floor"})
-
-
 def run(argv: list[str]) -> None:
     args = parse_args(PAPER, argv)
     if not args.slurm:  # paper-scale teachers are timm weight files; nothing to build for SLURM
         with user_errors(debug=args.debug):
             needed = needed_teachers(list(args.overrides), args.only)
         build_teachers(needed, args.dry_run)
-        if not args.dry_run:
-            if needed:
-                write_manifest(needed)
-            if not args.only:  # the floors belong to the whole table, not to a subset of its runs
-                evaluate_floors(list(args.overrides))
-    main(paper=PAPER, argv=argv, after_train=evaluate_run, render_table=render)
+        if not args.dry_run and needed:
+            write_manifest(needed)
+    main(paper=PAPER, argv=argv, after_train=evaluate_run, render_table=table_after_runs(PAPER))
 
 
 if __name__ == "__main__":

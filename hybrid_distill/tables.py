@@ -1,17 +1,19 @@
-"""Render Hybrid Distill tables side by side with the paper: ``python hybrid_distill/tables.py [experiment ...]``.
+"""Hybrid Distill tables beside the paper: ``python hybrid_distill/tables.py [experiment=mini] [key=value ...]``.
 
-Our numbers come from the evaluation records ``results/hybrid_distill/<run>/<protocol>.json``
-(each carries checkpoint sha256, config hash, git commit, dataset hash, hardware). A row
-without a record shows "—". COCO / ADE20K columns exist only in the paper column: this
-repository has no detection / segmentation framework.
+The overrides are the ones given to ``hybrid_distill/launch.py``; each experiment is one table
+(``mini``, ``table1``, ``table2_cifar100`` ..., ``ade20k_linear``, the ablations ``table3`` ...).
+Our numbers come from the runs' evaluation records, the floor rows from eval/tables.py. COCO /
+ADE20K (UperNet) columns exist only in the paper column: this repository has no detection /
+segmentation framework.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+from eval.records import load_records
+from eval.tables import Column, Row, Table, render_cli, render_experiment, rows_beside_paper
 
 PAPER = "hybrid_distill"
 
@@ -32,6 +34,7 @@ TABLE2 = {  # CIFAR100, Cars, iNat19
     "b300_distill_clip": (91.6, 94.3, 81.6), "b300_hybrid_deit": (91.7, 94.1, 80.2),
     "b300_hybrid_clip": (92.0, 94.5, 81.9), "l40_hybrid_clip": (94.5, 95.6, 85.3),
 }
+TABLE2_DATASETS = ("table2_cifar100", "table2_cars", "table2_inat19")
 # Ablations: COCO AP^box / AP^mask of 100-epoch ViT-B students.
 ABLATIONS = {
     "table3": {"t3_tc": ("T_c(x)", "47.5 / 41.8"), "t3_tm": ("T_m(x)", "48.9 / 43.1"),
@@ -75,97 +78,72 @@ MINI = {
     "mini_distill_clip": ("Distill-CLIP (MoCo v3 teacher)", "b300_distill_clip"),
     "mini_hybrid_clip": ("Hybrid Distill † (MAE + MoCo v3)", "b300_hybrid_clip"),
 }
-MINI_PROTOCOLS = ("knn", "linear", "finetune")
+FINETUNE = Column("IN-1K fine-tune top-1", "finetune")
 
 
-def read_record(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    records = data if isinstance(data, list) else [data]
-    return records[0] if records else None
-
-
-def load_record(results_root: Path, run: str, protocol: str) -> dict | None:
-    return read_record(Path(results_root) / PAPER / run / f"{protocol}.json")
-
-
-def fmt(record: dict | None) -> str:
-    return "—" if record is None else f"{record['value']:.1f}"
-
-
-def provenance(records: list[dict | None]) -> str:
-    rec = next((r for r in records if r), None)
-    if rec is None:
-        return ""
-    return f"`{rec['checkpoint_sha256'][:10]}` cfg `{rec['config_hash'][:8]}`"
-
-
-def render_mini(results_root: Path = Path("results")) -> str:
-    lines = ["### Mini comparison (Fashion-MNIST, ViT 128/6/4 patch 4; top-1 %)", "",
-             "| row | k-NN | linear | fine-tune | paper IN-1K fine-tune (Table 1 analogue) | checkpoint / config |",
-             "|---|---|---|---|---|---|"]
-    floors = [("raw pixels (floor)", "floor_pixels"), ("random init (floor)", "floor_random")]
-    for label, run in floors:
-        recs = [load_record(results_root, run, p) for p in MINI_PROTOCOLS]
-        lines.append(f"| {label} | " + " | ".join(fmt(r) for r in recs) + " | | |")
-    for run, (label, paper_row) in MINI.items():
-        recs = [load_record(results_root, run, p) for p in MINI_PROTOCOLS]
-        lines.append(f"| {label} | " + " | ".join(fmt(r) for r in recs) +
-                     f" | {TABLE1[paper_row][2][0]} | {provenance(recs)} |")
-    # Teachers (results/hybrid_distill/teachers.json: path + sha256) with their own records:
-    # k-NN of the MAE / MoCo v3 runs, the training record of the supervised one.
-    manifest = Path(results_root) / PAPER / "teachers.json"
+def teacher_rows(results_root: Path) -> list[Row]:
+    """A row per teacher of the manifest (``teachers.json``: path, sha256, build command) with the
+    records of that very encoder, found by its sha256 among the records its build commands file
+    under ``<results_root>/hybrid_distill/teachers/``: those that evaluated it, or the fine-tuning
+    that produced it (the supervised teacher; its record names the encoder it exported)."""
+    manifest = results_root / PAPER / "teachers.json"
     entries = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    for name, entry in sorted(entries.items()):
-        run = Path(entry["path"]).parent.name
-        found = {p.stem: read_record(p) for p in (Path(results_root) / PAPER / "teachers").glob(f"*/{run}/*.json")}
-        cells = [fmt(found[p]) if p in found else "" for p in MINI_PROTOCOLS]
-        lines.append(f"| teacher '{name}' ({run}) | " + " | ".join(cells) + f" | | `{entry['sha256'][:10]}` |")
-    return "\n".join(lines)
+    records = load_records([results_root / PAPER / "teachers"]) if entries else []
+    return [Row(f"teacher '{name}' ({Path(entry['path']).parent.name})",
+                {r["protocol"]: r for r in records
+                 if entry["sha256"] in (r.get("checkpoint_sha256"), r.get("exported_sha256"))})
+            for name, entry in sorted(entries.items())]
 
 
-def render_paper_table(experiment: str, results_root: Path = Path("results")) -> str:
-    if experiment == "table1":
-        lines = ["### Table 1 (IN-1K fine-tune top-1; COCO / ADE20K only from the paper)", "",
-                 "| row | backbone | paper IN-1K | ours IN-1K | paper AP^box | paper AP^mask | paper ADE20K |",
-                 "|---|---|---|---|---|---|---|"]
-        for run, (label, bb, (top1, box, mask, ade)) in TABLE1.items():
-            ours = fmt(load_record(results_root, run, "finetune"))
-            lines.append(f"| {label} | {bb} | {top1} | {ours} | {box} | {mask} | {ade} |")
-        return "\n".join(lines)
-    if experiment == "ade20k_linear":
-        lines = ["### ADE20K (paper: UperNet fine-tuned 160k iterations; ours: linear probe on frozen patch tokens, "
-                 "`protocol=segment`; different protocols)", "",
-                 "| row | backbone | paper ADE20K mIoU (UperNet) | ours ADE20K mIoU (linear) |", "|---|---|---|---|"]
-        for run, (label, bb, (_top1, _box, _mask, ade)) in TABLE1.items():
-            ours = fmt(load_record(Path("results/ade20k_linear"), run, "segment"))
-            lines.append(f"| {label} | {bb} | {ade} | {ours} |")
-        return "\n".join(lines)
-    if experiment.startswith("table2"):
-        lines = ["### Table 2 (transfer fine-tune top-1)", "",
-                 "| row | paper CIFAR100 | ours | paper Cars | ours | paper iNat19 | ours |", "|---|---|---|---|---|---|---|"]
-        for run, (c100, cars, inat) in TABLE2.items():
-            ours = [fmt(load_record(Path(f"results/table2_{ds}"), run, "finetune")) for ds in ("cifar100", "cars", "inat19")]
-            lines.append(f"| {TABLE1[run][0]} ({TABLE1[run][1]}) | {c100} | {ours[0]} | {cars} | {ours[1]} | {inat} | {ours[2]} |")
-        return "\n".join(lines)
-    rows = ABLATIONS[experiment]
-    lines = [f"### {experiment} (paper: COCO Mask R-CNN AP^box / AP^mask{' / ADE20K' if experiment == 'table9' else ''}; "
-             "ours: IN-1K fine-tune top-1)", "", "| row | paper | ours IN-1K |", "|---|---|---|"]
-    for run, (label, paper) in rows.items():
-        lines.append(f"| {label} | {paper} | {fmt(load_record(results_root, run, 'finetune'))} |")
-    return "\n".join(lines)
+def mini(runs) -> Table:
+    cfg = runs[0].cfg
+    columns = [Column({"knn": "k-NN", "linear": "linear", "finetune": "fine-tune"}.get(p, p), p) for p in cfg.eval.protocols]
+    paper = {run: (label, [str(TABLE1[row][2][0])]) for run, (label, row) in MINI.items()}
+    return Table(f"Mini comparison ({cfg.eval.data}; top-1 %)", columns,
+                 [*rows_beside_paper(runs, paper), *teacher_rows(Path(str(cfg.results_root)))],
+                 ["paper IN-1K fine-tune (Table 1 analogue)"])
 
 
-def render(experiment: str = "mini") -> str:
-    """Markdown for one experiment (called by common.launch after the runs)."""
-    if experiment == "mini":
-        return render_mini()
-    if experiment in ("table1", "ade20k_linear") or experiment.startswith("table2") or experiment in ABLATIONS:
-        return render_paper_table(experiment)
-    return f"(no table for experiment {experiment!r})"
+def table1(runs) -> Table:
+    paper = {run: (f"{label} ({backbone})", [str(v) for v in numbers]) for run, (label, backbone, numbers) in TABLE1.items()}
+    return Table("Table 1 (IN-1K fine-tune top-1; COCO / ADE20K only from the paper)", [FINETUNE],
+                 rows_beside_paper(runs, paper), ["paper IN-1K", "paper AP^box", "paper AP^mask", "paper ADE20K"])
+
+
+def ade20k(runs) -> Table:
+    paper = {run: (f"{label} ({backbone})", [str(numbers[3])]) for run, (label, backbone, numbers) in TABLE1.items()}
+    return Table("ADE20K (paper: UperNet fine-tuned 160k iterations; ours: linear probe on frozen patch tokens, "
+                 "`protocol=segment`; different protocols)", [Column("ADE20K mIoU (linear)", "segment")],
+                 rows_beside_paper(runs, paper), ["paper ADE20K mIoU (UperNet)"])
+
+
+def table2(runs) -> Table:
+    experiment = str(runs[0].cfg.experiment_name)
+    column = TABLE2_DATASETS.index(experiment)
+    paper = {run: (f"{TABLE1[run][0]} ({TABLE1[run][1]})", [str(values[column])]) for run, values in TABLE2.items()}
+    return Table(f"Table 2, {experiment.removeprefix('table2_')} (transfer fine-tune top-1)",
+                 [Column("fine-tune top-1", "finetune")], rows_beside_paper(runs, paper), ["paper"])
+
+
+def ablation(runs) -> Table:
+    experiment = str(runs[0].cfg.experiment_name)
+    paper = {run: (label, [value]) for run, (label, value) in ABLATIONS[experiment].items()}
+    return Table(f"{experiment} (paper: COCO Mask R-CNN AP^box / AP^mask{' / ADE20K' if experiment == 'table9' else ''}; "
+                 "ours: IN-1K fine-tune top-1)", [FINETUNE], rows_beside_paper(runs, paper), ["paper"])
+
+
+def table(runs) -> Table:
+    experiment = str(runs[0].cfg.experiment_name)
+    if experiment in ABLATIONS:
+        return ablation(runs)
+    if experiment in TABLE2_DATASETS:
+        return table2(runs)
+    return {"table1": table1, "ade20k_linear": ade20k}.get(experiment, mini)(runs)
+
+
+def render(overrides=()) -> str:
+    return render_experiment(PAPER, overrides, table)
 
 
 if __name__ == "__main__":
-    names = sys.argv[1:] or ["mini", "table1", "ade20k_linear", "table2", *ABLATIONS]
-    print("\n\n".join(render(n) for n in names))
+    render_cli(render)

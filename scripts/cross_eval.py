@@ -5,19 +5,21 @@ config, so the rows of RESULTS.md are comparable: k-NN, linear (final token and 
 block), attentive probe, low-shot 1%/10%, and k-NN transfer to MNIST-5k.
 
     python scripts/cross_eval.py --run bootleg-mini          # records in results/cross/<run>/
-    python scripts/cross_eval.py --floors                    # pixels + a random encoder per init
+    python scripts/cross_eval.py --floors                    # pixels + a random encoder per init,
+                                                             # in results/cross/floors-cross-<scale>/
     python scripts/cross_eval.py --run bootleg-seed1 --trim  # a seed run: k-NN + last-block linear
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from eval.api import evaluate
-from eval.encoders import random_spec
+from eval.tables import ensure_floors, floors_dir, make_floors
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("knn", "linear", "attentive", "lowshot")
@@ -47,13 +49,29 @@ def runs_table(seeds: bool = False) -> dict:
     return {**table["runs"], **(table.get("seed_runs") or {})} if seeds else table["runs"]
 
 
+def cross_cfg(scale: str, trim: bool = False) -> dict:
+    return {**CROSS_CFG, **(SMOKE_CFG if scale == "smoke" else {}), **(TRIMMED_CFG if trim else {})}
+
+
 def evaluate_all(encoder: str, out_dir: Path, scale: str, run_info: dict | None = None,
                  trim: bool = False) -> None:
-    cfg = {**CROSS_CFG, **(SMOKE_CFG if scale == "smoke" else {}), **(TRIMMED_CFG if trim else {})}
+    cfg = cross_cfg(scale, trim)
     for protocol in TRIMMED_PROTOCOLS if trim else PROTOCOLS:
         evaluate(encoder, protocol, cfg, out_dir=out_dir, run_info=run_info)
     if not trim:
         evaluate(encoder, "knn", {**cfg, **TRANSFER}, out_dir=out_dir / "mnist5k", run_info=run_info)
+
+
+def evaluate_floors(results: Path, scale: str) -> None:
+    """The floor rows of RESULTS.md (one layout with every table's: eval/tables.py), unless
+    current: raw pixels and a random encoder per distinct init of the runs (`floor_archs`), under
+    the same protocols as the runs, the MNIST-5k transfer included."""
+    archs = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["floor_archs"]
+    cfg = {**cross_cfg(scale), "protocols": list(PROTOCOLS)}
+    floors = make_floors(floors_dir(results.parent, results.name, "cross", scale), [(arch, cfg) for arch in archs.values()])
+    transfer = [replace(f, eval_cfg={**f.eval_cfg, **TRANSFER, "protocols": ["knn"]}, out_dir=f.out_dir / "mnist5k")
+                for f in floors]
+    ensure_floors([*floors, *transfer], {"table": "cross"})
 
 
 def main(argv=None) -> int:
@@ -70,11 +88,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.results)
     if args.floors:
-        evaluate_all("pixels", out / "floors" / "pixels", args.scale, {"method": "pixels", "run": "pixels"})
-        floor_archs = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["floor_archs"]
-        for init, arch in floor_archs.items():
-            floor_dir = out / "floors" / f"random-{init}"
-            evaluate_all(random_spec(arch, floor_dir), floor_dir, args.scale, {"method": "random", "run": f"random-{init}"})
+        evaluate_floors(out, args.scale)
         return 0
     runs = runs_table(seeds=True)
     unknown = [r for r in args.run if r not in runs]

@@ -6,10 +6,12 @@ run to a paper's experiment config and re-running this script adds `pretrain@<ru
 runs of each paper (scripts/seeds.py) get n-1 more pretraining seeds, listed under `seed_runs`
 (their `pretrain_seed@<run>-seed<i>` and `eval_seed@...` stages).
 
-The papers themselves are discovered (common.papers): `papers` drives the `table@<paper>`
-stages, and `floor_archs` (one random-init encoder per distinct init of the runs) is what the
-`floors` stage evaluates, so a change of a run's encoder shows here (and in `--check`) instead
-of through a list of every paper's config directory (dvc cannot interpolate a list of deps).
+The papers themselves are discovered (common.papers): `papers` (paper -> the experiment of its
+table, whose floors live in results/<paper>/floors-<experiment>-<scale>) drives the
+`floors@<paper>` and `table@<paper>` stages, and `floor_archs` (one random-init encoder per
+distinct init of all runs) is what the `floors_cross` stage evaluates, so a change of a run's
+encoder shows here (and in `--check`) instead of through a list of every paper's config
+directory (dvc cannot interpolate a list of deps).
 
     python scripts/pipeline.py [--check]
 """
@@ -25,6 +27,7 @@ from common.config import encoder_arch
 from common.launch import plan_runs
 from common.papers import discover_papers
 from eval.encoders import init_name
+from eval.tables import experiment_of
 from scripts.seeds import seed_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,16 +51,18 @@ def floor_archs(specs) -> dict[str, dict]:
 
 def collect(papers=None, seeds: int = 1) -> dict:
     """The run table of every discovered paper (or of `papers`), the seed runs and the floor archs."""
-    runs, specs = {}, []
+    runs, specs, experiments = {}, [], {}
     papers = discover_papers(REPO) if papers is None else tuple(papers)
     for paper in papers:
-        for spec in plan_runs(paper, []):
+        planned = plan_runs(paper, [])
+        experiments[paper] = {"experiment": experiment_of(planned[0].cfg)}
+        for spec in planned:
             if spec.name in runs:
                 raise SystemExit(f"run name {spec.name!r} is used by {runs[spec.name]['paper']} and {paper}; "
                                  "DVC stage names must be unique")
             runs[spec.name] = {"paper": paper, "extra_dep": EXTRA_DEPS.get(paper, f"{paper}/configs")}
             specs.append(spec)
-    return {"papers": list(papers), "runs": runs, "seed_runs": seed_runs(runs, seeds),
+    return {"papers": experiments, "runs": runs, "seed_runs": seed_runs(runs, seeds),
             "floor_archs": floor_archs(specs)}
 
 

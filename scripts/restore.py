@@ -134,9 +134,13 @@ def run_config_hashes(runs: dict, scale: str) -> dict[str, str]:
     return hashes
 
 
-def expected_seconds(stage: str, runs: dict, scale: str, results: Path, config_hashes: dict) -> float | None:
+def expected_seconds(stage: str, runs: dict, scale: str, results: Path, config_hashes: dict,
+                     papers: dict | None = None) -> float | None:
     """Seconds the committed pipeline run spent on `stage`, from its result records; None if unknown.
-    A run's records count only if they are of the run's current config (`config_hashes`)."""
+    A run's records count only if they are of the run's current config (`config_hashes`);
+    `papers` (of dvc_runs.yaml) names the experiment whose floors `floors@<paper>` makes."""
+    from eval.tables import floors_dir
+
     kind, _, run = stage.partition("@")
     if kind in ("pretrain", "eval"):
         paper = runs.get(run, {}).get("paper")
@@ -150,8 +154,9 @@ def expected_seconds(stage: str, runs: dict, scale: str, results: Path, config_h
     if kind == "teachers":
         teachers = _records(results / "hybrid_distill" / "teachers")
         return (_training_seconds(teachers) + sum(r["wall_time_s"] for r in teachers)) or None
-    if kind == "floors":
-        floors = _records(results / "cross" / "floors", results / "bootleg" / f"floors-compare-{scale}")
+    if kind in ("floors", "floors_cross"):
+        paper, experiment = (run, (papers or {}).get(run, {}).get("experiment")) if run else ("cross", "cross")
+        floors = _records(floors_dir(results, paper, experiment, scale)) if experiment else []
         return sum(r["wall_time_s"] for r in floors) or None
     return None
 
@@ -219,9 +224,10 @@ def expected_times(plan: list[str], lock: dict) -> dict[str, float | None]:
         print(f"restore: no expected times: the committed records are of scale {pinned_scale(lock)}, "
               f"params.yaml asks for {scale}")
         return dict.fromkeys(plan)
-    runs = yaml.safe_load((ROOT / "dvc_runs.yaml").read_text())["runs"]
+    table = yaml.safe_load((ROOT / "dvc_runs.yaml").read_text())
+    runs = table["runs"]
     hashes = run_config_hashes(runs, scale)
-    expected = {s: expected_seconds(s, runs, scale, ROOT / "results", hashes) for s in plan}
+    expected = {s: expected_seconds(s, runs, scale, ROOT / "results", hashes, table["papers"]) for s in plan}
     total = sum(filter(None, expected.values()))
     if total:
         print(f"restore: expected times are the committed scale-{scale} records' train_time_s and wall_time_s "

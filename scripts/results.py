@@ -13,6 +13,7 @@ seeds that have records, and the Claims section tests each paper's claimed direc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -123,12 +124,22 @@ def render_claims(claims: list[dict]) -> list[str]:
 
 
 def train_cost(paper: str | None, run: str) -> tuple[float | None, float | None]:
-    """Pretraining wall time (s) and peak memory (MB) from the run's done.json, if present."""
-    done = REPO / "runs" / str(paper) / run / "done.json"
-    if not paper or not done.exists():
+    """Pretraining wall time (s) and peak memory (MB) from the run's done.json, else from the
+    paper's own records of the run, which copy both (runs/ comes from DVC, results/ is committed)."""
+    if not paper:
         return None, None
-    summary = json.loads(done.read_text())
-    return summary.get("train_time_s"), summary.get("peak_memory_mb")
+    done = REPO / "runs" / str(paper) / run / "done.json"
+    if done.exists():
+        summary = json.loads(done.read_text())
+        return summary.get("train_time_s"), summary.get("peak_memory_mb")
+    record = next((r for r in paper_records(paper) if r.get("run") == run and r.get("train_time_s")), {})
+    return record.get("train_time_s"), record.get("train_peak_memory_mb")
+
+
+@functools.cache
+def paper_records(paper: str) -> list[dict]:
+    """Every record under results/<paper>/ (found by content, not by the layout below it)."""
+    return load_records([REPO / "results" / paper])
 
 
 def per_layer(rec: dict | None) -> dict[int, float]:

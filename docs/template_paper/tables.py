@@ -1,32 +1,36 @@
 """The paper's table: our records of an experiment's runs beside the paper's own numbers.
 
-    python <paper>/tables.py [experiment]   # markdown on stdout (default: mini)
+    python <paper>/tables.py [experiment=mini] [key=value ...] [--out FILE]   # markdown on stdout
 
-``render(experiment)`` is what launch.py prints after its runs and what the DVC ``tables``
-stage writes to tables/<paper>.md. It only reads records (results/<paper>/<run>/*.json).
+The overrides are the ones given to launch.py, so the table reads what that launch wrote.
+``table(runs)`` declares the rows (one per run here) and the paper column; eval/tables.py adds
+the floor rows (raw pixels, a random encoder per init) and the provenance of every number.
+Rendering only reads records: launch.py (or ``python -m eval.tables floors --paper <paper>``)
+evaluates the floors first.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from common.launch import plan_runs
-from eval.records import load_records
-from eval.report import table
+from eval.tables import Column, Row, Table, fmt, render_cli, render_experiment, run_records
 
 PAPER = Path(__file__).resolve().parent.name
 # {run: {protocol: the paper's number}}: the paper column of the table (none for the template)
 PAPER_VALUES: dict[str, dict[str, float]] = {}
 
 
-def render(experiment: str = "mini") -> str:
-    runs = plan_runs(PAPER, [f"experiment={experiment}"])
-    root = Path(runs[0].cfg.results_root) / PAPER
-    records = load_records(d for d in (root / run.name for run in runs) if d.is_dir())
-    if not records:
-        return f"{PAPER} {experiment}: no records under {root} yet (python {PAPER}/launch.py experiment={experiment})"
-    return f"### {PAPER}: {experiment}\n\n" + table(records, PAPER_VALUES)
+def table(runs) -> Table:
+    cfg = runs[0].cfg
+    protocols = list(cfg.eval.protocols)
+    rows = [Row(f"{run.cfg.method.name} ({run.name})", run_records(run),
+                [fmt(PAPER_VALUES.get(run.name, {}).get(p)) for p in protocols]) for run in runs]
+    return Table(f"{PAPER}: {cfg.experiment_name} ({cfg.eval.data})", [Column(p, p) for p in protocols], rows,
+                 [f"paper {p}" for p in protocols])
+
+
+def render(overrides=()) -> str:
+    return render_experiment(PAPER, overrides, table)
 
 
 if __name__ == "__main__":
-    print(render(*sys.argv[1:2]))
+    render_cli(render)

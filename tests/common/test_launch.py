@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -168,7 +169,9 @@ def test_relaunch_reuses_records_of_the_same_encoder_and_protocol(toy_overrides,
 def test_only_runs_the_named_runs_and_leaves_the_table_to_tables_py(toy_overrides, capsys):
     args = [*toy_overrides, "experiment=pair", "train.epochs=1", "eval.protocols=[]"]
     main("toy_paper", ["--only", "toy-b", *args])
-    assert "ran toy-b of pair; render its table with python toy_paper/tables.py pair" in capsys.readouterr().out
+    # the same overrides name the same experiment, scale and results_root to the table
+    assert f"ran toy-b of pair; render its table with python toy_paper/tables.py {shlex.join(args)}\n" \
+        in capsys.readouterr().out
     a, b = plan_runs("toy_paper", args)
     assert (run_dir_of(b.cfg) / "encoder.pt").is_file() and not run_dir_of(a.cfg).exists()
 

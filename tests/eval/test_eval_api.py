@@ -10,7 +10,6 @@ from common.data import get_dataset
 from eval import settings
 from eval.api import build_context, current_record, evaluate, evaluate_unless_current
 from eval.records import REQUIRED
-from eval.report import render
 from tests.eval.conftest import TINY, tiny_meta
 
 
@@ -197,20 +196,6 @@ def test_no_class_token_encoder_uses_avgpool(eval_cfg, tmp_path):
         evaluate(tmp_path / "e.pt", "knn", {**eval_cfg, "token": "cls"}, tmp_path)
 
 
-def test_report_renders_methods_floors_and_paper_column(tiny_encoder, eval_cfg, tmp_path):
-    res = tmp_path / "results"
-    evaluate(tiny_encoder, "knn", eval_cfg, res / "test" / "tiny-run", run_info={"paper_values": {"knn": 74.5}})
-    evaluate("pixels", "knn", eval_cfg, res / "floors" / "digits" / "pixels")
-    text = render([res], out=tmp_path / "report.md", plots=tmp_path / "plots")
-    lines = text.splitlines()
-    header = next(line for line in lines if line.startswith("| method"))
-    assert "knn (paper)" in header
-    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method")]
-    assert rows[0].startswith("| tiny | tiny-run |") and "74.5" in rows[0]
-    assert rows[-1].startswith("| floor: raw pixels |")
-    assert (tmp_path / "report.md").read_text() == text
-
-
 def test_cli_runs_protocols_and_reports_errors(tiny_encoder, eval_cfg, tmp_path, capsys):
     from eval.launch import main
 
@@ -230,10 +215,29 @@ def test_cli_default_out_dirs_under_results(tiny_encoder):
 
     from eval.launch import default_out_dir
 
-    assert default_out_dir("pixels", "digits") == Path("results/floors/digits/pixels")
+    # floors of no paper's table: the one floor layout, under the dataset they are measured on
+    assert default_out_dir("pixels", "digits") == Path("results/misc/floors-digits-mini/pixels")
     assert default_out_dir(str(tiny_encoder), "digits") == Path("results/test/tiny-run")
     assert default_out_dir(str(tiny_encoder.parent), "digits") == Path("results/test/tiny-run")
-    assert default_out_dir(f"random:{tiny_encoder}", "digits").parent == Path("results/floors/digits")
+    assert default_out_dir(f"random:{tiny_encoder}", "digits", scale="paper") == \
+        Path("results/misc/floors-digits-paper/random-init-timm")
+
+
+def test_cli_refuses_to_overwrite_the_floor_of_another_random_encoder(tiny_encoder, eval_cfg, tmp_path, monkeypatch):
+    from eval.launch import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["protocol=knn", "data=digits", f"cache_dir={eval_cfg['cache_dir']}", "progress=false", "knn.k=[5]",
+            "knn.report_k=5"]
+    [first] = main([f"checkpoint=random:{tiny_encoder}", *args])
+    floor = tmp_path / "results/misc/floors-digits-mini/random-init-timm/knn.json"
+    assert json.loads(floor.read_text())["checkpoint_sha256"] == first["checkpoint_sha256"]
+    assert main([f"checkpoint=random:{tiny_encoder}", *args])  # the same encoder again: allowed
+    wider = tmp_path / "wider.json"  # the same (timm) init, another architecture
+    wider.write_text(json.dumps({**TINY, "embed_dim": 48}))
+    with pytest.raises(SystemExit, match="holds the record of another random encoder.*pass out="):
+        main([f"checkpoint=random:{wider}", *args])
+    assert json.loads(floor.read_text())["checkpoint_sha256"] == first["checkpoint_sha256"]
 
 
 def test_cli_submitit_path_with_the_debug_executor(tiny_encoder, eval_cfg, tmp_path):

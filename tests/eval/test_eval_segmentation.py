@@ -127,4 +127,4 @@ def test_cli_files_segmentation_floors_under_the_segmentation_folder(seg_folder,
 
     assert main(["checkpoint=pixels", "protocol=segment", f"seg.data={seg_folder}", "--dry-run"]) == []
     slug = f"seg:{seg_folder}".replace(":", "_").replace("/", "_")
-    assert f"-> results/floors/{slug}/pixels; protocols ['segment']" in capsys.readouterr().out
+    assert f"-> results/misc/floors-{slug}-mini/pixels; protocols ['segment']" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from common.checkpoint import export_encoder, load_encoder
 from common.config import load_config
 from common.vit import ViT
 from eval.encoders import floor_label, load
-from eval.report import table
+from eval.tables import Column, Table, make_floors, markdown, table_floors
 
 ARCH = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=64, depth=4, num_heads=2,
             num_class_tokens=0, global_pool="avg", pos_embed="sincos")
@@ -39,10 +39,9 @@ def test_floors_of_two_inits_differ_as_their_init_functions_prescribe(tmp_path):
     assert timm.meta["run"].startswith("random-timm-") and ijepa.meta["run"].startswith("random-ijepa-")
     assert timm.sha256 != ijepa.sha256
     assert floor_label("random", "ijepa") == "random init (ijepa init)"
-    records = [{"method": "random", "run": enc.meta["run"], "init": enc.meta["init"], "protocol": "knn",
-                "metric": "knn/avgpool/k20/top1", "value": v, "metrics": {}} for enc, v in ((timm, 54.1), (ijepa, 44.0))]
-    text = table(records)
-    assert "floor: random init (ijepa init)" in text and "floor: random init (timm init)" in text
+    floors = make_floors(tmp_path / "floors", [(timm.arch, {}), (ijepa.arch, {})])
+    text = markdown(Table("t", [Column("k-NN", "knn")], []), floors)
+    assert "| floor: random init (timm init) |" in text and "| floor: random init (ijepa init) |" in text
 
 
 @pytest.mark.parametrize("init, weight_init", [("ijepa", "ijepa"), ("timm", "")])
@@ -76,16 +75,17 @@ def test_ijepa_weight_init_equals_timm_init_then_ijepa_init():
 
 
 def test_bootleg_table_has_one_floor_per_init_built_from_the_run_configs(tmp_path):
-    from bootleg.tables import experiment_config, floor_specs, run_configs
+    from common.launch import plan_runs
     from eval.encoders import random_spec
 
-    cfg = experiment_config("compare-smoke", [f"results_root={tmp_path}"])
-    specs = floor_specs(cfg, run_configs("compare-smoke", cfg, [f"results_root={tmp_path}"]))
-    assert list(specs) == ["raw pixels (floor)", "random init (ijepa init) (floor)", "random init (timm init) (floor)"]
-    for label, (arch, out) in list(specs.items())[1:]:
-        floor = load(random_spec(arch, out), "fashion_mnist")
-        assert f"({floor.meta['init']} init)" in label and out.name == f"random-init-{floor.meta['init']}"
-        assert (floor.model.patch_embed.proj.weight.std().item() < 0.05) == (floor.meta["init"] == "ijepa")
+    floors = table_floors(plan_runs("bootleg", ["scale=smoke", f"results_root={tmp_path}"]))
+    assert [f.label for f in floors] == ["raw pixels", "random init (ijepa init)", "random init (timm init)"]
+    assert [f.out_dir for f in floors] == [tmp_path / "bootleg/floors-compare-smoke" / name
+                                           for name in ("pixels", "random-init-ijepa", "random-init-timm")]
+    for floor in floors[1:]:
+        loaded = load(random_spec(floor.arch, floor.out_dir), "fashion_mnist")
+        assert floor.out_dir.name == f"random-init-{loaded.meta['init']}"
+        assert (loaded.model.patch_embed.proj.weight.std().item() < 0.05) == (loaded.meta["init"] == "ijepa")
 
 
 def test_rescaled_ijepa_patch_embedding_keeps_the_reference_output_scale(tmp_path):

@@ -38,7 +38,8 @@ def make_copy(root: Path) -> tuple[Path, dict]:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / name)
     (repo / "params.yaml").write_text("scale: smoke\nseeds: 1\n")
-    table = {"papers": ["bootleg"], "runs": {"bootleg": {"paper": "bootleg", "extra_dep": "bootleg/configs"}},
+    table = {"papers": {"bootleg": {"experiment": "compare"}},
+             "runs": {"bootleg": {"paper": "bootleg", "extra_dep": "bootleg/configs"}},
              "seed_runs": {}, "floor_archs": floor_archs(plan_runs("bootleg", [], only="bootleg"))}
     (repo / "dvc_runs.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
     env = dict(os.environ)

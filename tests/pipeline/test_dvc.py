@@ -16,7 +16,7 @@ def test_analytics_are_off_in_the_committed_config():
 def test_smoke_repro_then_noop_then_push_pull_evaluate(copy):
     repo, env = copy
     out = run([str(DVC), "repro", "tables"], repo, env, timeout=1500)
-    for stage in ("data", "pretrain@bootleg", "eval@bootleg", "floors", "tables"):
+    for stage in ("data", "pretrain@bootleg", "eval@bootleg", "floors@bootleg", "floors_cross", "table@bootleg", "tables"):
         assert f"Running stage '{stage}'" in out, stage
     encoder = repo / "runs/bootleg/bootleg/encoder.pt"
     done = repo / "runs/bootleg/bootleg/done.json"
@@ -28,8 +28,8 @@ def test_smoke_repro_then_noop_then_push_pull_evaluate(copy):
     assert f"[{record['value']:.1f}](results/cross/bootleg/knn.json)" in results_md
     assert "| floor | pixels | pixels |" in results_md
     bootleg_table = (repo / "tables/bootleg.md").read_text()
-    floor_row = next(line for line in bootleg_table.splitlines() if line.startswith("| raw pixels (floor)"))
-    assert "missing" not in floor_row, bootleg_table
+    floor_row = next(line for line in bootleg_table.splitlines() if line.startswith("| floor: raw pixels |"))
+    assert "—" not in floor_row.split("|")[2], bootleg_table
     floor_knn = json.loads((repo / "results/bootleg/floors-compare-smoke/pixels/knn.json").read_text())
     assert f"{floor_knn['value']:.1f}" in floor_row
 

@@ -40,6 +40,15 @@ def test_expected_times_come_from_the_records_of_the_current_config(tmp_path):
     assert restore.expected_seconds("eval@r", runs, "mini", tmp_path, hashes) == 15.0
     assert restore.expected_seconds("pretrain@r", runs, "mini", tmp_path, {"r": "changed"}) is None
     assert restore.expected_seconds("tables", runs, "mini", tmp_path, hashes) is None
+    # a paper's floors: those of its table's experiment at that scale only
+    record(tmp_path / "p/floors-exp-mini/pixels/knn.json", wall_time_s=4.0)
+    record(tmp_path / "p/floors-exp-mini/random-init-timm/knn.json", wall_time_s=6.0)
+    record(tmp_path / "p/floors-other-mini/pixels/knn.json", wall_time_s=100.0)
+    record(tmp_path / "cross/floors-cross-mini/pixels/knn.json", wall_time_s=9.0)
+    papers = {"p": {"experiment": "exp"}}
+    assert restore.expected_seconds("floors@p", runs, "mini", tmp_path, hashes, papers) == 10.0
+    assert restore.expected_seconds("floors@p", runs, "smoke", tmp_path, hashes, papers) is None
+    assert restore.expected_seconds("floors_cross", runs, "mini", tmp_path, hashes, papers) == 9.0
     assert [restore.duration(s) for s in (None, 12.4, 63.5, 700.6)] == [
         "no measured time", "expected ~12 s", "expected ~1 min", "expected ~12 min"]
 
@@ -57,7 +66,10 @@ def test_a_failed_pull_is_told_apart_as_missing_files_or_an_unreachable_remote()
 
 def test_stages_come_with_what_they_need_in_runnable_order():
     pipeline = restore.Pipeline()
-    assert pipeline.closure(["floors"]) == ["data", "floors"]  # floors are built from run configs, not encoders
+    # floors are built from run configs, not encoders
+    assert pipeline.closure(["floors@bootleg"]) == ["data", "floors@bootleg"]
+    assert pipeline.closure(["floors_cross"]) == ["data", "floors_cross"]
+    assert {"floors@bootleg", "floors_cross"} <= pipeline.needs["table@bootleg"]
     assert pipeline.closure(["pretrain@mini_hybrid_clip"]) == ["data", "teachers", "pretrain@mini_hybrid_clip"]
     everything = pipeline.closure(pipeline.order)
     assert len(everything) == len(pipeline.order) and everything[-1] == "tables"

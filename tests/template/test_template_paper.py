@@ -41,9 +41,12 @@ def repo(tmp_path):
     return tmp_path
 
 
+def env(repo: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(REPO)]), "OMP_NUM_THREADS": "1"}
+
+
 def launch(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(REPO)]), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, f"{NAME}/launch.py", *args], cwd=repo, env=env,
+    return subprocess.run([sys.executable, f"{NAME}/launch.py", *args], cwd=repo, env=env(repo),
                           capture_output=True, text=True, timeout=600)
 
 
@@ -105,7 +108,15 @@ def test_smoke_dry_run_then_two_steps_and_knn_then_table(repo):
     assert knn["checkpoint_sha256"] == done["encoder_sha256"]
     assert 0.0 <= knn["value"] <= 100.0
 
-    table = subprocess.run([sys.executable, f"{NAME}/tables.py", "mini"], cwd=repo, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(REPO)])}, timeout=300)
+    # the floors stage of dvc.yaml and the table stage, as for every paper (eval/tables.py)
+    floors = subprocess.run([sys.executable, "-m", "eval.tables", "floors", "--paper", NAME, "scale=smoke"],
+                            cwd=repo, capture_output=True, text=True, env=env(repo), timeout=300)
+    assert floors.returncode == 0, floors.stderr
+    floor_dir = repo / "results" / NAME / "floors-mini-smoke"
+    assert sorted(p.name for p in floor_dir.iterdir()) == ["pixels", "random-init-timm"]
+    pixel_knn = json.loads((floor_dir / "pixels" / "knn.json").read_text())
+    table = subprocess.run([sys.executable, f"{NAME}/tables.py", "scale=smoke"], cwd=repo, capture_output=True,
+                           text=True, env=env(repo), timeout=300)
     assert table.returncode == 0, table.stderr
-    assert f"| two_view_cosine | cosine | {knn['value']:.1f} |" in table.stdout
+    assert f"| two_view_cosine (cosine) | {knn['value']:.1f} |" in table.stdout
+    assert f"| floor: raw pixels | {pixel_knn['value']:.1f} |" in table.stdout

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from common.launch import main
+from common.launch import main, plan_runs
+from eval.records import extra_records_dir, records_dir
 from udi import tables
 
 
@@ -27,22 +26,23 @@ def write(directory, protocol, metrics, value_key):
     (directory / f"{protocol}.json").write_text(json.dumps(record))
 
 
-def test_mini_table_shows_recorded_values_and_dashes_for_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(tables, "RESULTS", tmp_path)
-    monkeypatch.setattr(tables, "RUNS", tmp_path / "no_runs")  # no encoder: nothing is evaluated
-    write(tmp_path / "udi", "knn", {"knn/cls/k20/top1": 71.25}, "knn/cls/k20/top1")
-    write(tmp_path / "udi", "linear", {"linear/cls_last4/best/top1": 80.0,
-                                       "linear/cls_last4+cls_plus_last4/best/top1": 81.5}, "linear/cls_last4/best/top1")
-    write(tmp_path / "udi" / "cls_plus", "knn", {"knn/cls_plus/k20/top1": 66.0}, "knn/cls_plus/k20/top1")
-    table = tables.render("mini")
+def test_mini_table_shows_recorded_values_and_dashes_for_missing(tmp_path):
+    overrides = ["scale=smoke", f"results_root={tmp_path}"]
+    runs = {run.name: run for run in plan_runs("udi", overrides)}
+    udi = records_dir(runs["udi"].cfg)
+    write(udi, "knn", {"knn/cls/k20/top1": 71.25}, "knn/cls/k20/top1")
+    write(udi, "linear", {"linear/cls_last4/best/top1": 80.0, "linear/cls_plus_last4/best/top1": 79.0,
+                          "linear/cls_last4+cls_plus_last4/best/top1": 81.5}, "linear/cls_last4/best/top1")
+    write(extra_records_dir(runs["udi"].cfg, "cls_plus"), "knn", {"knn/cls_plus/k20/top1": 66.0}, "knn/cls_plus/k20/top1")
+    table = tables.render(overrides)
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
-    assert "| 71.2 | 80.0 | — | — | 77.6 | 75.6 |" in rows["UDI"]
-    assert rows["UDI+"].startswith("| UDI+ | 66.0 | — |")
-    assert "| — | 81.5 |" in rows["UDI cls + cls+"]
-    assert rows["DINO"].startswith("| DINO | — | — | — | — | 76.1 | 72.8 |")
+    assert rows["UDI"].startswith("| UDI | 71.2 | 80.0 | — | — | — | 77.6 | 75.6 |")
+    assert rows["UDI+"].startswith("| UDI+ | 66.0 | 79.0 | — |")  # k-NN on the extra token, its linear head
+    assert rows["UDI cls + cls+"].startswith("| UDI cls + cls+ | — | 81.5 |")
+    assert rows["DINO"].startswith("| DINO | — | — | — | — | — | 76.1 | 72.8 |")
     assert "abababababab" in table and "cafe" in table  # provenance of every shown record
 
 
-def test_unknown_experiment_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known: mini, paper_in1k"):
-        tables.render("table99")
+def test_ablations_show_each_run_beside_the_papers_number(tmp_path):
+    table = tables.render(["experiment=ablation_objective", f"results_root={tmp_path}"])
+    assert "| mm_weight0 | — | — | — | 75.8 | 73.0 |" in table and "| local_patch | — | — | — | — | — |" in table

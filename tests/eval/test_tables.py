@@ -1,0 +1,163 @@
+"""eval/tables.py: floors evaluated only when stale, one floor layout for every paper, tables
+that only read records, and the cells and provenance lines every paper's table shares."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import eval.api as api
+from common.config import encoder_arch
+from common.launch import plan_runs
+from common.papers import discover_papers
+from eval.encoders import init_name
+from eval.records import records_dir
+from eval.tables import (Column, Row, Table, ensure_floors, load_run, make_floors, markdown, paper_tables,
+                         per_layer_table, render_cli, table_after_runs, table_floors)
+from tests.eval.conftest import TINY
+
+REPO = Path(__file__).resolve().parents[2]
+PAPERS = discover_papers(REPO)
+FLOOR_DIR = re.compile(r"^floors-(?P<experiment>[\w.]+)-(?P<scale>smoke|mini|paper)$")
+FLOOR = re.compile(r"^(pixels|random-init-[\w.-]+)$")
+
+
+@pytest.fixture
+def evaluations(monkeypatch):
+    """(encoder kind, protocol) of every evaluation that actually runs."""
+    calls, real = [], api.evaluate
+
+    def counted(spec, protocol, *args, **kwargs):
+        calls.append((str(spec).split(":")[0], protocol))
+        return real(spec, protocol, *args, **kwargs)
+    monkeypatch.setattr(api, "evaluate", counted)
+    return calls
+
+
+def test_floors_are_evaluated_again_only_when_their_settings_or_arch_change(eval_cfg, tmp_path, evaluations):
+    cfg = {**eval_cfg, "protocols": ["knn"]}
+    root = tmp_path / "floors"
+    # two runs of one (timm) init: one random floor, with the arch of the first run
+    floors = make_floors(root, [(TINY, cfg), ({**TINY, "embed_dim": 48}, cfg)])
+    assert [(f.name, f.out_dir) for f in floors] == [("pixels", root / "pixels"), ("random-init-timm", root / "random-init-timm")]
+    first = ensure_floors(floors)
+    assert evaluations == [("pixels", "knn"), ("random", "knn")]
+    assert [r["row"] for r in first] == ["pixels", "random-init-timm"]
+
+    assert ensure_floors(floors) == first and len(evaluations) == 2  # current: nothing runs
+
+    k5 = {**cfg, "knn": {**cfg["knn"], "report_k": 5}}
+    redone = ensure_floors(make_floors(root, [(TINY, k5)]))  # another probe setting: every floor again
+    assert evaluations[2:] == [("pixels", "knn"), ("random", "knn")]
+    assert all(r["metric"].endswith("/k5/top1") for r in redone)
+
+    wider = ensure_floors(make_floors(root, [({**TINY, "embed_dim": 48}, k5)]))  # same init, another arch
+    assert evaluations[4:] == [("random", "knn")]  # the pixels are current, the random encoder is not
+    assert wider[1]["checkpoint_sha256"] != redone[1]["checkpoint_sha256"]
+    assert json.loads((root / "random-init-timm" / "arch.json").read_text())["embed_dim"] == 48
+
+
+def test_the_pixel_floor_skips_what_needs_weights_and_reads_the_pixels_in_a_named_grid(tmp_path):
+    cfg = {"protocols": ["knn", "linear", "finetune", "analysis"], "linear": {"features": ["cls_last4", "cls_plus_last4"]}}
+    pixels, random = make_floors(tmp_path, [(TINY, cfg)])
+    assert pixels.eval_cfg["protocols"] == ["knn", "linear"] and pixels.eval_cfg["linear"]["features"] == ["pixels"]
+    assert random.eval_cfg == cfg and cfg["linear"]["features"] == ["cls_last4", "cls_plus_last4"]  # not changed
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_every_paper_files_its_floors_in_the_one_layout(paper, tmp_path):
+    runs = plan_runs(paper, ["scale=mini", f"results_root={tmp_path}"])
+    floors = table_floors(runs)
+    inits = list(dict.fromkeys(init_name(encoder_arch(run.cfg)) for run in runs))
+    assert [f.name for f in floors] == ["pixels", *(f"random-init-{init}" for init in inits)]
+    for floor in floors:
+        assert floor.out_dir.parent.parent == tmp_path / paper
+        match = FLOOR_DIR.match(floor.out_dir.parent.name)
+        assert match and match["scale"] == "mini" and FLOOR.match(floor.out_dir.name), floor.out_dir
+        assert str(runs[0].cfg.experiment_name).startswith(match["experiment"])
+
+
+def test_the_committed_floor_records_follow_the_one_layout():
+    floor_dirs = [d for d in (REPO / "results").glob("*/*") if d.is_dir() and d.name.startswith("floor")]
+    assert floor_dirs, "no committed floors found"
+    for directory in floor_dirs:
+        assert directory.parent.name in (*PAPERS, "cross") and FLOOR_DIR.match(directory.name), directory
+        assert all(FLOOR.match(d.name) for d in directory.iterdir() if d.is_dir()), directory
+
+
+def _record(directory: Path, protocol: str, value: float, **extra) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"protocol": protocol, "metric": f"{protocol}/top1", "value": value, "metrics": {f"{protocol}/top1": value},
+              "checkpoint_sha256": "ab" * 32, "config_hash": "cd" * 8, "git_commit": "ef" * 20,
+              "dataset_hash": "12" * 32, "hardware": "cpu", "wall_time_s": 3.0, "created": "2026-12-03", **extra}
+    (directory / f"{protocol}.json").write_text(json.dumps(record))
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_rendering_reads_records_and_writes_only_its_output(paper, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a table evaluated something")
+    monkeypatch.setattr(api, "evaluate", refuse)
+    monkeypatch.setattr(api, "evaluate_unless_current", refuse)
+    monkeypatch.chdir(tmp_path)  # a relative path written by mistake lands here, and is seen
+    overrides = ["scale=smoke", f"results_root={tmp_path}/results", f"train.out_root={tmp_path}/runs"]
+    runs = plan_runs(paper, overrides)
+    protocol = list(runs[0].cfg.eval.protocols)[0]
+    _record(records_dir(runs[0].cfg), protocol, 12.34, train_time_s=90.0)
+    _record(table_floors(runs)[0].out_dir, protocol, 45.67)
+    before = _files(tmp_path)
+
+    render_cli(paper_tables(paper).render, ["--out", str(tmp_path / "table.md"), *overrides])
+
+    assert _files(tmp_path) == before | {tmp_path / "table.md"}
+    text = (tmp_path / "table.md").read_text()
+    floor_row = next(line for line in text.splitlines() if line.startswith("| floor: raw pixels |"))
+    assert "45.7" in floor_row and "| 12.3 " in text and "| 90 s |" in text
+    assert f"`{records_dir(runs[0].cfg)}/{protocol}.json`: {protocol}/top1=12.34 ckpt abababababab" in text
+
+
+def test_a_table_is_named_by_the_launch_overrides_not_by_a_positional_name(capsys):
+    with pytest.raises(SystemExit):
+        render_cli(paper_tables("bootleg").render, ["compare-mini"])
+    assert "argument 'compare-mini' is not key=value" in capsys.readouterr().err
+
+
+def test_after_the_runs_floors_are_evaluated_here_but_left_to_a_job_on_slurm(tmp_path, monkeypatch, capsys):
+    import eval.tables as tables
+
+    ensured = []
+    monkeypatch.setattr(tables, "ensure_experiment_floors", lambda paper, overrides: ensured.append(overrides))
+    overrides = ["scale=smoke", f"results_root={tmp_path}"]
+    text = table_after_runs("bootleg")(overrides)
+    assert ensured == [overrides] and "| floor: raw pixels |" in text
+    table_after_runs("bootleg")([*overrides, "cluster=slurm"])
+    assert len(ensured) == 1
+    assert "python -m eval.tables floors --paper bootleg scale=smoke" in capsys.readouterr().out
+
+
+def test_cells_read_the_rows_feature_and_show_the_difference_to_a_baseline(tmp_path):
+    _record(tmp_path / "base", "knn", 50.0)
+    _record(tmp_path / "ours", "knn", 52.5)
+    (tmp_path / "ours" / "arch.json").write_text("{}")  # not a record
+    _record(tmp_path / "ours" / "extra", "knn", 99.0)  # another records directory
+    grid = {"features": ["cls@1", "cls@2"], "metric": "linear/best/top1", "metrics": {"linear/cls@1/best/top1": 60.0, "linear/cls@2/best/top1": 61.0,
+                                                        "linear/best/top1": 61.0}}
+    _record(tmp_path / "ours", "linear", 61.0, **grid)
+    base, ours = load_run(tmp_path / "base"), load_run(tmp_path / "ours")
+    assert set(ours) == {"knn", "linear"} and ours["knn"]["value"] == 52.5
+    columns = [Column("k-NN", "knn"), Column("linear", "linear", "linear/{feature}/best/top1")]
+    first = Row("first block", ours, feature="cls@1")
+    text = markdown(Table("t", columns, [Row("base", base), Row("ours", ours, ["70.0"], baseline=Row("base", base)),
+                                         first], ["paper"], ["a note"]))
+    assert "| ours | 52.5 (+2.5) | 61.0 | — | 70.0 |" in text  # no feature: the last of the grid (block 2)
+    assert "| first block | 52.5 | 60.0 | — | — |" in text
+    assert "| base | 50.0 | — | — | — |" in text and "\na note\n" in text
+    blocks = per_layer_table("per block", [Row("ours", ours, baseline=Row("base", {"linear": {**ours["linear"],
+                             "metrics": {"linear/cls@1/best/top1": 59.0}}}))], "linear", 2)
+    assert blocks[-2:] == ["| ours | 60.0 | 61.0 |", "| Δ ours | +1.0 | — |"]
