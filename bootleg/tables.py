@@ -122,7 +122,7 @@ def render(name: str = "compare-mini", compute_floors: bool | None = None, overr
     for run, run_cfg in runs.items():
         records = read_records(root / run)
         label = (f"{METHOD_NAMES.get(run_cfg.method.name, run_cfg.method.name)} "
-                 f"(run {run}, {run_cfg.eval.encoder} encoder)")
+                 f"(run {run}, {run_cfg.method.export_encoder} encoder)")
         train_s = next((r.get("train_time_s") for r in records.values() if r.get("train_time_s")), None)
         paper = "; ".join(sorted({_paper_value(run_cfg.method.name, run_cfg.arch, p, cfg.eval.data)
                                   for p in protocols}))
