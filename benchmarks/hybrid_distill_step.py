@@ -25,6 +25,7 @@ import time
 import timm
 import torch
 
+from common.method import input_meta
 from common.vit import RelationAttention, ViT
 from hybrid_distill.model import HybridDistill, Term
 from hybrid_distill.teachers import FrozenTeacher
@@ -40,7 +41,8 @@ MODES = {
 def mini_method(mask: dict) -> tuple[HybridDistill, torch.Tensor]:
     arch = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=6, num_heads=4)
     teachers = {n: FrozenTeacher(ViT(**arch), [0.286], [0.353], 28, n, "random", None) for n in ("tc", "tm")}
-    method = HybridDistill(ViT(**arch, pos_embed="sincos"), teachers, TERMS, [0.286], [0.353], dict(mask, teacher="tm"))
+    method = HybridDistill(ViT(**arch, pos_embed="sincos"), teachers, TERMS, input_meta("fashion_mnist", 1, 28),
+                           dict(mask, teacher="tm"))
     return method, torch.rand(64, 1, 28, 28)
 
 
@@ -52,8 +54,8 @@ def paper_method(mask: dict, batch: int = 4) -> tuple[HybridDistill, torch.Tenso
     teachers = {"tc": teacher("vit_base_patch16_clip_quickgelu_224.openai"), "tm": teacher("vit_base_patch16_224.mae")}
     student = ViT(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, pos_embed="sincos",
                   drop_path_rate=0.1)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    return HybridDistill(student, teachers, TERMS, mean, std, dict(mask, teacher="tm")), torch.rand(batch, 3, 224, 224)
+    return (HybridDistill(student, teachers, TERMS, input_meta("imagenet", 3, 224), dict(mask, teacher="tm")),
+            torch.rand(batch, 3, 224, 224))
 
 
 def step_time(method: HybridDistill, optimizer, images: torch.Tensor) -> float:

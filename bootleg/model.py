@@ -36,15 +36,17 @@ from bootleg.decoders import PREDICTOR_KINDS, ConvDecoder, CrossDecoder, resolve
 from bootleg.loss import layer_weights, layerwise_loss, normalize_target, pixel_targets
 from bootleg.masks import MaskCollator, build_mask_generator
 from common.config import encoder_arch
-from common.data import STATS, TransformedDataset, flip, get_dataset, normalize, random_resized_crop
+from common.data import TransformedDataset, flip, get_dataset, normalize, random_resized_crop
 from common.ema import ema_update, momentum_schedule
+from common.method import MethodBase, input_meta_of
 from common.optim import param_groups_weight_decay
 from common.vit import ViT, ijepa_init, sincos_pos_embed_2d, take_tokens
 
 TARGET_KINDS = ("hidden", "pixels", "pixels+hidden")
 TARGET_SOURCES = ("residual", "ffn")
-EVAL_ENCODERS = {"teacher": "teacher", "target": "teacher", "student": "student",
-                 "context": "student"}
+# method.export_encoder -> the network exported (I-JEPA calls them target and context encoders)
+EXPORT_ENCODERS = {"teacher": "teacher", "target": "teacher", "student": "student",
+                   "context": "student"}
 FINAL = "final"
 
 
@@ -203,11 +205,11 @@ class HiddenTargets(nn.Module):
 
 
 # ----------------------------------------------------------------------------- method
-class MaskedPrediction(nn.Module):
+class MaskedPrediction(MethodBase):
     """Student + predictor (+ EMA teacher) trained on collated context/target indices."""
 
     def __init__(self, student: ViT, predictor: Predictor, hidden_targets: HiddenTargets | None,
-                 method_cfg, total_steps: int, meta: dict, eval_encoder: str = "teacher"):
+                 method_cfg, total_steps: int, meta: dict, export_encoder: str = "teacher"):
         super().__init__()
         self.student, self.predictor, self.hidden_targets = student, predictor, hidden_targets
         self.teacher = None
@@ -219,7 +221,7 @@ class MaskedPrediction(nn.Module):
         self.cfg = method_cfg
         self.total_steps = int(total_steps)
         self.meta = meta
-        self.eval_encoder = eval_encoder
+        self.export_encoder = export_encoder
 
     # -- schedules
     def momentum(self, step: int) -> float:
@@ -281,13 +283,13 @@ class MaskedPrediction(nn.Module):
         return param_groups_weight_decay(named, no_decay_names=no_decay)
 
     def encoder_for_eval(self) -> ViT:
-        return self.teacher if self.eval_encoder == "teacher" else self.student
+        return self.teacher if self.export_encoder == "teacher" else self.student
 
     def monitored_encoders(self) -> dict[str, ViT]:
         return {"student": self.student, **({"teacher": self.teacher} if self.teacher is not None else {})}
 
     def export_meta(self) -> dict:
-        return {**self.meta, "encoder": self.eval_encoder}
+        return {**self.meta, "encoder": self.export_encoder}
 
 
 def build_predictor(p, student: ViT, out_dim: int) -> nn.Module:
@@ -313,30 +315,35 @@ def hidden_targets(m, depth: int) -> HiddenTargets:
     return hidden
 
 
+def exported_network(m) -> str:
+    """``teacher`` or ``student``: the network ``method.export_encoder`` names (null: the EMA
+    teacher where the targets have one)."""
+    if m.export_encoder is None:
+        return "teacher" if "hidden" in m.targets else "student"
+    return EXPORT_ENCODERS[m.export_encoder]
+
+
 def validate_config(cfg) -> None:
     """The checks that need no weights, also run at config time (common.validate calls this,
     so --dry-run reports a bad value in one line before anything is written)."""
     m = cfg.method
     if m.targets not in TARGET_KINDS:
         raise ValueError(f"method.targets={m.targets!r}; choose one of {TARGET_KINDS}")
-    if cfg.eval.encoder not in EVAL_ENCODERS:
-        raise ValueError(f"eval.encoder={cfg.eval.encoder!r}; choose one of {sorted(EVAL_ENCODERS)}")
     if m.init not in ("ijepa", "timm"):
         raise ValueError(f"method.init={m.init!r}; choose 'ijepa' or 'timm'")
     if cfg.predictor.kind not in PREDICTOR_KINDS:
         raise ValueError(f"predictor.kind={cfg.predictor.kind!r}; choose one of {PREDICTOR_KINDS}")
     if "hidden" in m.targets:
         hidden_targets(m, int(cfg.model.depth))
-    elif EVAL_ENCODERS[cfg.eval.encoder] == "teacher":
-        raise ValueError(f"eval.encoder={cfg.eval.encoder!r} but method.targets={m.targets!r} "
-                         f"has no EMA teacher; use eval.encoder=student")
+    elif exported_network(m) == "teacher":
+        raise ValueError(f"method.export_encoder={m.export_encoder!r} but method.targets={m.targets!r} "
+                         f"has no EMA teacher; use method.export_encoder=student")
     build_mask_generator(cfg.mask, (cfg.data.img_size // cfg.model.patch_size,) * 2)
 
 
 def build_method(cfg, total_steps: int) -> MaskedPrediction:
     validate_config(cfg)
     m = cfg.method
-    eval_encoder = cfg.eval.encoder
     student = ViT(**encoder_arch(cfg))  # method.init -> arch weight_init: the floor starts the same
     hidden = None
     out_dim = 0
@@ -346,11 +353,9 @@ def build_method(cfg, total_steps: int) -> MaskedPrediction:
         hidden = hidden_targets(m, student.depth)
         out_dim += hidden.n_outputs * student.embed_dim
     predictor = build_predictor(cfg.predictor, student, out_dim)
-    mean, std = STATS[cfg.data.norm_stats]
-    meta = {"feature": "avgpool", "img_size": cfg.data.img_size, "in_chans": student.in_chans,
-            "mean": list(mean), "std": list(std)}
+    meta = {"feature": "avgpool", **input_meta_of(cfg)}
     return MaskedPrediction(student, predictor, hidden, m, total_steps, meta,
-                            EVAL_ENCODERS[eval_encoder])
+                            exported_network(m))
 
 
 def build_train_data(cfg):

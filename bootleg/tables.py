@@ -29,7 +29,7 @@ NOT_IN_TEXT = "not in our text"
 
 def eval_encoder(cfg) -> str:
     """Which of the method's networks the run evaluates (the one read of that config key)."""
-    return str(cfg.eval.encoder)
+    return str(cfg.method.export_encoder)
 
 
 def paper_cell(cfg, protocols: list[str]) -> str:

@@ -98,11 +98,9 @@ def to_rgb() -> v2.Transform:
     return ToRGB()
 
 
-def normalize(name: str, channels: int | None = None) -> v2.Transform:
-    """uint8 -> float in [0, 1] -> standardise with ``STATS[name]``.
-
-    ``channels=3`` repeats 1-channel statistics for grayscale sets fed to an RGB recipe.
-    """
+def channel_stats(name: str, channels: int | None = None) -> tuple[list[float], list[float]]:
+    """``STATS[name]`` as lists, for ``channels`` input channels: ``channels=3`` repeats
+    1-channel statistics for grayscale sets fed to an RGB recipe; None keeps the set's own."""
     if name not in STATS:
         raise KeyError(f"no normalisation statistics for {name!r}; known: {sorted(STATS)}")
     mean, std = STATS[name]
@@ -110,7 +108,13 @@ def normalize(name: str, channels: int | None = None) -> v2.Transform:
         if len(mean) != 1:
             raise ValueError(f"STATS[{name!r}] has {len(mean)} channels, cannot expand to {channels}")
         mean, std = mean * channels, std * channels
-    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+    return list(mean), list(std)
+
+
+def normalize(name: str, channels: int | None = None) -> v2.Transform:
+    """uint8 -> float in [0, 1] -> standardise with ``channel_stats(name, channels)``."""
+    mean, std = channel_stats(name, channels)
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
 # --------------------------------------------------------------------------- multi-crop

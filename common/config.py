@@ -30,8 +30,10 @@ NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "results_
                      "data.root", "eval", "extra_evals", "cost", "optim.allow_full_warmup",
                      # the monitors only measure: a run trains the same weights with them on or off
                      "train.health", "train.knn_monitor")
-# ... except the evaluation keys that decide which encoder a run exports.
-IDENTITY_EVAL_KEYS = ("encoder",)
+# Keys hashed under the name they had when runs were first made (new -> old), so that a rename
+# keeps the hash of every run directory and the bytes of its encoder.pt. Null (the default)
+# stays out of the hash, as it did under the old name.
+HASHED_UNDER_OLD_NAME = {"method.export_encoder": "eval.encoder"}
 # Keys added after runs existed: left out of the hash while null (their default), so the
 # run directories made before them keep their hash.
 NULL_DEFAULT_KEYS = ("data.per_process_batch", "train.max_steps")
@@ -163,9 +165,13 @@ def load_config(paper: str, overrides: list[str] | tuple[str, ...] = (), validat
     except HydraException as exc:
         raise ConfigError(_hydra_message(exc)) from None
 
+    from common.validate import RENAMED_KEYS, renamed_message  # it imports ConfigError from here
+
     valid = _flat_keys(base)
     for o in value_ovr:
         key, _ = split_override(o)
+        if key in RENAMED_KEYS:
+            raise ConfigError(renamed_message(key))
         if o.startswith("+"):
             continue
         if key not in valid:
@@ -201,26 +207,37 @@ def load_config(paper: str, overrides: list[str] | tuple[str, ...] = (), validat
     return cfg
 
 
-def _drop(container: dict, dotted: str) -> None:
+def _drop(container: dict, dotted: str):
+    """Remove a dotted key from a plain config; returns its value (None if absent)."""
     *parents, leaf = dotted.split(".")
     for p in parents:
         container = container.get(p)
         if not isinstance(container, dict):
-            return
-    container.pop(leaf, None)
+            return None
+    return container.pop(leaf, None)
 
 
 def identity(cfg: DictConfig) -> dict:
     """The part of the config that determines what a run computes."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    kept_eval = {k: plain["eval"][k] for k in IDENTITY_EVAL_KEYS if plain.get("eval", {}).get(k) is not None}
+    renamed = {}
+    for new, old in HASHED_UNDER_OLD_NAME.items():
+        value = _drop(plain, new)
+        if value is None:  # a run config saved before the rename holds the old name
+            value = _drop(plain, old)
+        if value is not None:
+            renamed[old] = value
     for key in NON_IDENTITY_KEYS:
         _drop(plain, key)
     for key in NULL_DEFAULT_KEYS:
         if OmegaConf.select(cfg, key, default=None) is None:
             _drop(plain, key)
-    if kept_eval:
-        plain["eval"] = kept_eval
+    for dotted, value in renamed.items():
+        *parents, leaf = dotted.split(".")
+        node = plain
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
     return plain
 
 

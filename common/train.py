@@ -1,4 +1,4 @@
-"""The one training loop. It drives any method through the protocol of docs/CONTRACTS.md.
+"""The one training loop. It drives any method through the contract `common.method.Method`.
 
 Reproducibility: each sample's augmentation is seeded from (seed, epoch, index), each
 collate call (masks) from (seed, epoch, first index), and each step's model randomness
@@ -31,6 +31,7 @@ from common.data import ResumableDistributedSampler
 from common.errors import NonFiniteLossError, TrainingInterrupted
 from common.hooks import HookRunner, load_hooks
 from common.io import atomic_write
+from common.method import check_method
 from common.optim import apply_schedule, build_optimizer, scaled_lr
 from common.provenance import git_commit, hardware, peak_memory_mb, resolve_device
 from common.schedules import cosine_schedule, ijepa_cosine_wd, ijepa_warmup_cosine
@@ -364,7 +365,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     seed_everything(seed)
     dataset, collate_fn = paper.build_train_data(cfg)
     plan = make_plan(cfg, len(dataset), dist.world_size())
-    method = paper.build_method(cfg, plan.total_steps).to(device)
+    method = check_method(paper.build_method(cfg, plan.total_steps), cfg.paper).to(device)
     groups = method.param_groups()
     params = [p for g in groups for p in g["params"]]
     optimizer = build_optimizer(groups, cfg.optim)
@@ -464,8 +465,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
                 for k, v in out.items():
                     logs[k] = logs.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / accum
             dist.all_reduce_grads(params)
-            if hasattr(method, "cancel_gradients"):
-                method.cancel_gradients(step)
+            method.cancel_gradients(step)
             scaler.unscale_(optimizer)
             logs["grad_norm"] = clip_gradients(params, float(cfg.optim.clip_grad), str(cfg.optim.clip_mode))
             scaler.step(optimizer)
@@ -521,8 +521,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     summary["health"] = monitor.summary()
     if main:
         meta = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
-                "config_hash": digest, "step": step,
-                **(method.export_meta() if hasattr(method, "export_meta") else {})}
+                "config_hash": digest, "step": step, **method.export_meta()}
         summary["encoder"] = str(run_dir / "encoder.pt")
         summary["encoder_sha256"] = export_encoder(method.encoder_for_eval(), run_dir / "encoder.pt", meta)
         atomic_write(done_file, json.dumps(summary, indent=2))

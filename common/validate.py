@@ -1,9 +1,10 @@
 """Range checks of a composed config, at config time so that `--dry-run` catches them too.
 
-One table of rules for the keys every paper shares (a key a paper does not have is skipped),
-a few checks across keys, then the paper's own `validate_config(cfg)` if its model module
-defines one. Every failure is one `ConfigError` line: the key, the bad value, what is
-allowed and a valid example.
+Renamed keys are refused first (`RENAMED_KEYS`), then one table of rules for the keys every
+paper shares (a key a paper does not have is skipped), a few checks across keys, the
+`method.export_encoder` the paper's model module allows (`EXPORT_ENCODERS`), then the paper's
+own `validate_config(cfg)` if its model module defines one. Every failure is one
+`ConfigError` line: the key, the bad value, what is allowed and a valid example.
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from typing import Any, Callable
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.config import ConfigError
+
+# Keys that were renamed, old -> new: the old name, on the command line or in a config file,
+# is refused with a one-line hint naming the new one.
+RENAMED_KEYS = {"eval.encoder": "method.export_encoder"}
 
 # Keys whose documented values have more than one type; the type check of an override
 # (common.config) accepts any of these instead of only the type of the default.
@@ -119,6 +124,16 @@ RULES = (
 _ABSENT = object()
 
 
+def renamed_message(old: str) -> str:
+    return f"{old} was renamed {RENAMED_KEYS[old]}; pass {RENAMED_KEYS[old]}=... instead"
+
+
+def _check_renamed(cfg: DictConfig) -> None:
+    for old in RENAMED_KEYS:
+        if OmegaConf.select(cfg, old, default=_ABSENT, throw_on_missing=False) is not _ABSENT:
+            raise ConfigError(f"{renamed_message(old)} (in a config file)")
+
+
 def _value(cfg: DictConfig, key: str):
     value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
     if isinstance(value, (DictConfig, ListConfig)):
@@ -201,6 +216,7 @@ def _check_paper(cfg: DictConfig) -> None:
         if exc.name == f"{paper}.model":
             return
         raise
+    _check_export_encoder(cfg, paper, model)
     hook = getattr(model, "validate_config", None)
     if hook is None:
         return
@@ -212,8 +228,22 @@ def _check_paper(cfg: DictConfig) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def _check_export_encoder(cfg: DictConfig, paper: str, model) -> None:
+    """`method.export_encoder` names one of the encoders the paper's model module lists in
+    `EXPORT_ENCODERS` (null: the method's default)."""
+    choices = getattr(model, "EXPORT_ENCODERS", None)
+    if choices is None:
+        raise ConfigError(f"{paper}.model has no EXPORT_ENCODERS: list the encoders method.export_encoder "
+                          "may name, e.g. EXPORT_ENCODERS = ('teacher', 'student') (docs/CONTRACTS.md)")
+    value = _value(cfg, "method.export_encoder")
+    if value not in (_ABSENT, None) and value not in choices:
+        raise ConfigError(f"method.export_encoder={_show(value)} is not an encoder {paper} exports; "
+                          f"choose one of {', '.join(choices)} (null: the method's default)")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) on the first out-of-range value of `cfg`."""
+    _check_renamed(cfg)
     _check_rules(cfg)
     _check_across_keys(cfg)
     _check_paper(cfg)

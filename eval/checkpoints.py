@@ -199,18 +199,17 @@ def load_official(fmt: str, checkpoint: dict, num_heads: int | None = None, whic
 
 def convert(fmt: str, src: str | Path, dst: str | Path, num_heads: int | None = None, which: str | None = None) -> str:
     """Official checkpoint file -> ``encoder.pt``; returns its sha256."""
-    from common.augment import STATS
     from common.checkpoint import export_encoder, sha256_file
+    from common.method import input_meta
 
     checkpoint = torch.load(src, map_location="cpu", weights_only=False)
     vit, arch = load_official(fmt, checkpoint, num_heads, which)
     km = key_map(fmt)
-    mean, std = STATS[km.stats]
     meta = {"method": f"official-{fmt}", "paper": "official", "run": Path(src).stem,
             "config_hash": sha256_file(src)[:16],
             "step": int(checkpoint.get("epoch", 0)) if isinstance(checkpoint.get("epoch", 0), int) else 0,
-            "feature": km.feature, "img_size": arch["img_size"], "in_chans": arch["in_chans"],
-            "mean": list(mean), "std": list(std), "source": str(src), "source_format": fmt}
+            "feature": km.feature, **input_meta(km.stats, arch["in_chans"], arch["img_size"]),
+            "source": str(src), "source_format": fmt}
     return export_encoder(vit, dst, meta)
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from common.augment import STATS
 from common.checkpoint import load_encoder
 from common.io import atomic_write
+from common.method import input_meta
 from common.vit import ViT
 
 
@@ -61,15 +63,13 @@ class EvalEncoder:
         return isinstance(self.model, ViT)
 
 
-def _default_meta(data: str, in_chans: int, img_size: int) -> dict:
-    from common.augment import STATS
-
+def stats_of(data: str) -> str:
+    """The `common.augment.STATS` entry that normalises dataset ``data`` (a floor's input)."""
     kind = data.split(":")[0]
     kind = "imagenet" if kind == "imagefolder" else kind  # ImageNet-layout folders: ImageNet statistics
     if kind not in STATS:
         raise ValueError(f"no normalisation statistics for dataset {data!r}; known: {sorted(STATS)}")
-    mean, std = STATS[kind]
-    return {"img_size": img_size, "in_chans": in_chans, "mean": list(mean), "std": list(std)}
+    return kind
 
 
 def init_name(arch: dict) -> str:
@@ -127,7 +127,7 @@ def load(spec: str, data: str = "fashion_mnist", data_shape: tuple[int, int] | N
         if data_shape is None:
             raise ValueError("the pixels floor needs the eval images' (channels, size)")
         c, size = data_shape
-        meta = dict(_default_meta(data, c, size), method="pixels", run="pixels", feature="pixels")
+        meta = dict(input_meta(stats_of(data), c, size), method="pixels", run="pixels", feature="pixels")
         return EvalEncoder(PixelEncoder(size, c).eval(), meta, _sha_of(f"pixels:{data}"), "pixels")
     if spec.startswith("random:"):
         source = Path(spec.split(":", 1)[1])
@@ -135,7 +135,7 @@ def load(spec: str, data: str = "fashion_mnist", data_shape: tuple[int, int] | N
             arch = json.loads(source.read_text())
             c = arch.get("in_chans", 3)
             img = arch.get("img_size", 224)
-            meta = _default_meta(data, c, img if isinstance(img, int) else img[0])
+            meta = input_meta(stats_of(data), c, img if isinstance(img, int) else img[0])
             meta["feature"] = "cls" if arch.get("num_class_tokens", 1) else "avgpool"
         else:
             trained, meta, _ = load_encoder(_encoder_file(source))

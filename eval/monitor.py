@@ -1,8 +1,8 @@
 """Monitors that read the live encoder during training the way evaluation reads an exported one.
 
 * ``HealthHook``: RankMe, per-dimension std and mean pairwise cosine (``common.health``) of
-  each monitored encoder (student and teacher for teacher-student methods, see
-  ``monitored_encoders``) on a fixed batch of unaugmented training images;
+  each monitored encoder (student and teacher for teacher-student methods: the method's
+  ``monitored_encoders()``, ``common.method.Method``) on a fixed batch of unaugmented training images;
 * ``KnnHook``: the k-NN protocol (``eval.knn.knn_classify``, eval's ``k``, ``T``, token and
   preprocessing) on a fixed class-balanced labelled subset of the eval dataset: the number
   equals ``eval.api.evaluate(..., "knn")`` with ``train_subset``/``val_subset`` set to the
@@ -33,7 +33,7 @@ from common.plots import pyplot, save_figure
 from eval import features as F
 from eval import settings
 from eval.api import val_split_of
-from eval.encoders import EvalEncoder, _default_meta
+from eval.encoders import EvalEncoder
 from eval.knn import knn_classify
 
 KNN_KEY = "knn_online/top1"
@@ -50,23 +50,11 @@ def training_hooks(cfg) -> list:
 
 
 # --------------------------------------------------------------------------- the live encoder
-def monitored_encoders(method) -> dict:
-    """``method.monitored_encoders()`` (e.g. ``{"student": ..., "teacher": ...}``), else the
-    evaluated encoder alone as ``{"encoder": ...}``."""
-    if hasattr(method, "monitored_encoders"):
-        return dict(method.monitored_encoders())
-    return {"encoder": method.encoder_for_eval()}
-
-
-def live_encoder(method, data: str, model=None) -> EvalEncoder:
-    """``model`` (default: the evaluated encoder) with the meta its export will carry; input
-    size, channels and statistics default as for a ``random:<arch.json>`` floor."""
+def live_encoder(method, model=None) -> EvalEncoder:
+    """``model`` (default: the evaluated encoder) with the meta its export will carry (a
+    ``common.method.Method``'s ``export_meta()`` holds the input size and statistics)."""
     model = model if model is not None else method.encoder_for_eval()
-    meta = dict(method.export_meta()) if hasattr(method, "export_meta") else {}
-    if not all(k in meta for k in ("img_size", "in_chans", "mean", "std")):
-        size = model.patch_embed.img_size
-        meta = {**_default_meta(data, model.in_chans, int(size[0])), **meta}
-    return EvalEncoder(model, meta, "live", "encoder", model.arch)
+    return EvalEncoder(model, dict(method.export_meta()), "live", "encoder", model.arch)
 
 
 @contextmanager
@@ -139,8 +127,8 @@ class HealthHook:
     def probe_features(self, method) -> dict[str, torch.Tensor]:
         c = self.eval_cfg
         out = {}
-        for name, model in monitored_encoders(method).items():
-            enc = live_encoder(method, str(c.data), model)
+        for name, model in method.monitored_encoders().items():
+            enc = live_encoder(method, model)
             pre = F.Preprocess(enc.meta, str(c.val_resize))
             out[name] = pooled_features(model, self.images, pre, F.resolve_token(enc, c.token), int(c.batch_size))
         return out
@@ -186,7 +174,7 @@ class KnnHook:
 
     def __call__(self, step: int, method, first: dict | None) -> dict[str, float]:
         c = self.eval_cfg
-        enc = live_encoder(method, str(c.data))
+        enc = live_encoder(method)
         pre = F.Preprocess(enc.meta, str(c.val_resize))
         token = F.resolve_token(enc, c.token)
         train = pooled_features(enc.model, self.train, pre, token, int(c.batch_size))

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from common.config import check_override_type
-from common.validate import register_protocols
+from common.validate import RENAMED_KEYS, register_protocols, renamed_message
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PROTOCOLS = ("knn", "linear", "attentive", "lowshot", "finetune", "analysis", "segment")
@@ -39,6 +39,9 @@ def _flat_keys(node, prefix: str = "") -> list[str]:
 def _check_keys(user: DictConfig, defaults: DictConfig) -> None:
     valid = set(_flat_keys(defaults))
     unknown = [k for k in _flat_keys(user) if k not in valid]
+    renamed = [k for k in unknown if f"eval.{k}" in RENAMED_KEYS]
+    if renamed:
+        raise KeyError(renamed_message(f"eval.{renamed[0]}"))
     if unknown:
         key = max(unknown, key=len)  # the full dotted key the user typed
         close = difflib.get_close_matches(key, sorted(valid), n=5, cutoff=0.5)

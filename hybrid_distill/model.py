@@ -25,8 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
-from common.augment import STATS, flip, random_resized_crop
+from common.augment import flip, random_resized_crop
 from common.data import TransformedDataset, get_dataset
+from common.method import MethodBase, input_meta_of
 from common.optim import param_groups_weight_decay
 from common.vit import ViT
 from hybrid_distill.grid import check_grid_options, resample_token_map
@@ -36,6 +37,7 @@ from hybrid_distill.teachers import Capture, FrozenTeacher, load_teacher
 
 TARGET_KINDS = ("feature", "relation", "msa")
 TEACHER_FEATURES = ("post_norm", "block_out")
+EXPORT_ENCODERS = ("student",)  # method.export_encoder: the teachers are fixed inputs, not trained
 
 
 def resolve_layer(layer: int, depth: int) -> int:
@@ -82,9 +84,9 @@ def parse_terms(terms_cfg) -> list[Term]:
     return terms
 
 
-class HybridDistill(nn.Module):
+class HybridDistill(MethodBase):
     def __init__(self, student: ViT, teachers: dict[str, FrozenTeacher], terms: list[Term],
-                 mean, std, mask: dict, tc_feature: str = "post_norm", whiten_targets: bool = True,
+                 input_meta: dict, mask: dict, tc_feature: str = "post_norm", whiten_targets: bool = True,
                  feat_head: str = "linear", relation_form: str = "scaled", relation_include_cls: bool = True,
                  beta_feat: float = 2.0, beta_rel: float = 2.0, cls_weight: float = 1.0,
                  grid_align: str = "resize_input", grid_interp: str = "bilinear"):
@@ -97,8 +99,10 @@ class HybridDistill(nn.Module):
         self.student = student
         self.teachers = nn.ModuleDict(teachers)
         self.terms = terms
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.input_meta = dict(input_meta)  # img_size, in_chans, mean, std for encoder.pt
+        for name in ("mean", "std"):  # the student normalises the [0, 1] images itself, as each teacher does
+            self.register_buffer(name, torch.tensor(input_meta[name], dtype=torch.float32).view(1, -1, 1, 1),
+                                 persistent=False)
         self.tc_feature, self.whiten_targets = tc_feature, whiten_targets
         self.relation_form, self.relation_include_cls = relation_form, relation_include_cls
         self.beta_feat, self.beta_rel, self.cls_weight = beta_feat, beta_rel, cls_weight
@@ -303,9 +307,6 @@ class HybridDistill(nn.Module):
         return logs
 
     # ---------------------------------------------------------------- Method protocol
-    def after_step(self, step: int) -> None:
-        """No EMA, no schedule: the teachers are fixed."""
-
     def param_groups(self) -> list[dict]:
         no_decay = tuple(self.student.no_weight_decay())
         return param_groups_weight_decay(
@@ -317,9 +318,7 @@ class HybridDistill(nn.Module):
         return self.student
 
     def export_meta(self) -> dict:
-        return {"feature": "cls", "img_size": self.student.patch_embed.img_size[0],
-                "in_chans": self.student.in_chans, "mean": self.mean.flatten().tolist(),
-                "std": self.std.flatten().tolist(), "mask_strategy": self.plan.strategy,
+        return {"feature": "cls", **self.input_meta, "mask_strategy": self.plan.strategy,
                 "kept_patches": self.plan.final_count,
                 "teachers": {name: t.describe() for name, t in self.teachers.items()}}
 
@@ -352,11 +351,8 @@ def build_method(cfg, total_steps: int) -> HybridDistill:
         align_by_input = cfg.method.grid_align == "resize_input"
         teachers[name] = load_teacher(_container(cfg.teachers[name]), student.grid_size if align_by_input else None)
     m = cfg.method
-    mean, std = STATS[cfg.data.norm_stats]
-    if len(mean) != student.in_chans:
-        mean, std = mean * student.in_chans, std * student.in_chans
     return HybridDistill(
-        student, teachers, parse_terms(_container(m.terms)), mean, std, _container(m.mask),
+        student, teachers, parse_terms(_container(m.terms)), input_meta_of(cfg), _container(m.mask),
         tc_feature=m.tc_feature, whiten_targets=m.whiten, feat_head=m.feat_head,
         relation_form=m.relation_form, relation_include_cls=m.relation_include_cls,
         beta_feat=m.beta_feat, beta_rel=m.beta_rel, cls_weight=m.cls_weight,

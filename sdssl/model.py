@@ -27,6 +27,7 @@ from torchvision.transforms import v2
 
 from common import data as common_data
 from common.ema import ema_update, momentum_schedule
+from common.method import MethodBase, input_meta_of
 from common.optim import param_groups_weight_decay
 from common.vit import ViT
 from sdssl.heads import StackedMLP
@@ -35,6 +36,7 @@ from sdssl.loss import alpha_at, byol_regression, moco_v3_contrastive, nt_xent
 __all__ = ["SDSSL", "build_method", "build_train_data", "distilled_layers", "TwoViews"]
 
 FRAMEWORKS = ("moco_v3", "byol", "simclr")
+EXPORT_ENCODERS = ("teacher", "student")  # method.export_encoder; SimCLR has no teacher
 INTER_HEADS = ("mlp3", "mlp2", "none")
 PRED_REDUCTIONS = ("sum", "mean")
 
@@ -59,7 +61,7 @@ def distilled_layers(depth: int, intermediate_layers, every_n: int) -> list[int]
     return [l for l in layers if l % every_n == 0]
 
 
-class SDSSL(nn.Module):
+class SDSSL(MethodBase):
     """A student ViT with per-block heads, an EMA teacher (MoCo v3, BYOL) and the SDSSL losses."""
 
     def __init__(
@@ -84,6 +86,7 @@ class SDSSL(nn.Module):
         momentum_base: float,
         wd_exclude_1d: bool,
         input_meta: dict | None = None,
+        export_encoder: str | None = None,
     ) -> None:
         super().__init__()
         if framework not in FRAMEWORKS:
@@ -92,6 +95,7 @@ class SDSSL(nn.Module):
             raise ValueError(f"method.inter_head must be one of {INTER_HEADS}, got {inter_head!r}")
         if pred_loss_reduction not in PRED_REDUCTIONS:
             raise ValueError(f"method.pred_loss_reduction must be one of {PRED_REDUCTIONS}, got {pred_loss_reduction!r}")
+        check_export_encoder(export_encoder, framework)
         if alpha_max < 0:
             raise ValueError(f"method.alpha_max must be >= 0 (the weight of L_isd), got {alpha_max}")
         if pred_loss_weight < 0:
@@ -115,6 +119,8 @@ class SDSSL(nn.Module):
         self.shared_final_norm, self.momentum_base = shared_final_norm, float(momentum_base)
         self.wd_exclude_1d = wd_exclude_1d
         self.input_meta = dict(input_meta or {})  # img_size, in_chans, mean, std for encoder.pt
+        # the teacher backbone (MoCo v3, BYOL) or the student (SimCLR), as the official code evaluates
+        self.export_encoder = export_encoder or ("student" if framework == "simclr" else "teacher")
 
         self.student = backbone
         self.last_projector = StackedMLP(1, [dim, proj_hidden_last, proj_hidden_last, out_dim], last_bn)
@@ -254,8 +260,7 @@ class SDSSL(nn.Module):
         return param_groups_weight_decay(wrapper, exclude_1d=self.wd_exclude_1d)
 
     def encoder_for_eval(self) -> ViT:
-        """The teacher backbone (MoCo v3, BYOL) or the student (SimCLR), as the official code evaluates."""
-        return self.teacher if self.teacher is not None else self.student
+        return self.teacher if self.export_encoder == "teacher" else self.student
 
     def monitored_encoders(self) -> dict[str, ViT]:
         return {"student": self.student, **({"teacher": self.teacher} if self.teacher is not None else {})}
@@ -316,13 +321,16 @@ def build_method(cfg: DictConfig, total_steps: int) -> SDSSL:
         temperature=float(m.temperature), alpha_max=float(m.alpha_max), alpha_schedule=m.alpha_schedule,
         pred_loss_weight=float(m.pred_loss_weight), pred_loss_reduction=m.pred_loss_reduction,
         shared_final_norm=bool(m.shared_final_norm), momentum_base=float(m.momentum_base),
-        wd_exclude_1d=bool(cfg.optim.wd_exclude_1d), input_meta=_input_meta(cfg),
+        wd_exclude_1d=bool(cfg.optim.wd_exclude_1d), input_meta=input_meta_of(cfg),
+        export_encoder=m.export_encoder,
     )
 
 
-def _input_meta(cfg: DictConfig) -> dict:
-    mean, std = common_data.STATS[cfg.data.stats]
-    channels = int(cfg.model.in_chans)
-    if len(mean) != channels:  # 1-channel statistics of a grayscale set fed to an RGB model
-        mean, std = mean * channels, std * channels
-    return {"img_size": int(cfg.data.img_size), "in_chans": channels, "mean": list(mean), "std": list(std)}
+def check_export_encoder(export_encoder: str | None, framework: str) -> None:
+    if export_encoder == "teacher" and framework == "simclr":
+        raise ValueError("method.export_encoder=teacher but SimCLR has no teacher; use method.export_encoder=student")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """The check common.validate runs at config time (the constructor checks the rest)."""
+    check_export_encoder(cfg.method.export_encoder, cfg.method.framework)

@@ -28,9 +28,9 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
-from common.augment import STATS
 from common.data import TransformedDataset, get_dataset
 from common.ema import ema_update, momentum_schedule
+from common.method import MethodBase, input_meta_of
 from common.optim import param_groups_weight_decay
 from common.vit import ViT
 from udi.crops import OverlapMultiCrop, udi_photometric
@@ -41,6 +41,7 @@ from udi.srs import check_window, srs_maps
 __all__ = ["SelfDistillation", "MultiCropCollate", "build_method", "build_train_data", "teacher_temperature"]
 
 HEAD_KINDS = ("cls", "cls_plus", "patch")
+EXPORT_ENCODERS = ("teacher", "student")  # method.export_encoder; null = teacher (DINO's evaluated encoder)
 
 
 def teacher_temperature(step: int, steps_per_epoch: int, warmup_temp: float, temp: float, warmup_epochs: int) -> float:
@@ -73,7 +74,7 @@ class Branch(nn.Module):
         return out.class_tokens, patches
 
 
-class SelfDistillation(nn.Module):
+class SelfDistillation(MethodBase):
     def __init__(self, cfg: DictConfig, total_steps: int):
         super().__init__()
         m, crop = cfg.method, cfg.crop
@@ -97,12 +98,8 @@ class SelfDistillation(nn.Module):
         self.m = OmegaConf.to_container(m, resolve=True)
         self.single_pass = bool(m.teacher_single_pass)
         self.chunk_rows = int(m.teacher_chunk_rows)
-        self.eval_encoder = cfg.eval.get("encoder") or "teacher"
-        self.export = {"img_size": int(crop.global_size), "in_chans": int(cfg.model.in_chans),
-                       "mean": list(STATS[cfg.data.stats][0]), "std": list(STATS[cfg.data.stats][1])}
-        if self.export["in_chans"] != len(self.export["mean"]):
-            self.export["mean"] = self.export["mean"] * self.export["in_chans"]
-            self.export["std"] = self.export["std"] * self.export["in_chans"]
+        self.export_encoder = m.export_encoder or "teacher"
+        self.input_meta = input_meta_of(cfg, img_size=int(crop.global_size))
 
         self.student = self._branch(cfg, dict(OmegaConf.to_container(cfg.model, resolve=True)))
         teacher_arch = dict(self.student.backbone.arch, drop_path_rate=0.0)  # drop path: student only
@@ -275,16 +272,14 @@ class SelfDistillation(nn.Module):
                 + param_groups_weight_decay(patch_embed, lr_scale=float(self.m["patch_embed_lr_mult"])))
 
     def encoder_for_eval(self) -> ViT:
-        if self.eval_encoder not in ("teacher", "student"):
-            raise ValueError(f"eval.encoder={self.eval_encoder!r}: UDI/DINO export 'teacher' (default) or 'student'")
-        return (self.teacher if self.eval_encoder == "teacher" else self.student).backbone
+        return (self.teacher if self.export_encoder == "teacher" else self.student).backbone
 
     def monitored_encoders(self) -> dict[str, ViT]:
         return {"student": self.student.backbone, "teacher": self.teacher.backbone}
 
     def export_meta(self) -> dict:
         tokens = ["cls", "cls_plus"][: self.num_cls_tokens]
-        return {"feature": "cls", "class_tokens": tokens, "encoder": self.eval_encoder, **self.export}
+        return {"feature": "cls", "class_tokens": tokens, "encoder": self.export_encoder, **self.input_meta}
 
 
 # ---------------------------------------------------------------------- data

@@ -1,9 +1,11 @@
 """The method of the template paper: two augmented views, a predictor, a stop-gradient.
 
 SimSiam's symmetric negative cosine (Chen & He, 2021) is the smallest loss that shows every
-part of the method contract (docs/CONTRACTS.md): the common loop calls `build_train_data` and
-`build_method`, then `training_step`, `after_step`, `param_groups`, `encoder_for_eval` and
-`export_meta` of the returned module. Replace the loss; keep the shape.
+part of the method contract (`common.method.Method`, docs/CONTRACTS.md): the common loop calls
+`build_train_data` and `build_method`, checks the returned module against the contract, then
+calls its `training_step`, `after_step`, `param_groups`, `encoder_for_eval` and `export_meta`
+(`common.method.MethodBase` gives the hooks a method without a teacher leaves alone).
+`EXPORT_ENCODERS` lists what `method.export_encoder` may name. Replace the loss; keep the shape.
 """
 from __future__ import annotations
 
@@ -15,8 +17,11 @@ from torchvision.transforms import v2
 
 from common import data as common_data
 from common.config import encoder_arch
+from common.method import MethodBase, input_meta_of
 from common.optim import param_groups_weight_decay
 from common.vit import ViT
+
+EXPORT_ENCODERS = ("student",)  # method.export_encoder: one network, no teacher
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -35,15 +40,13 @@ class TwoViews:
         return self.view(image), self.view(image)
 
 
-class TwoViewCosine(nn.Module):
+class TwoViewCosine(MethodBase):
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.encoder = ViT(**encoder_arch(cfg))  # the init scheme comes with the architecture
         dim, hidden = self.encoder.embed_dim, int(cfg.method.pred_hidden)
         self.predictor = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        mean, std = common_data.STATS[cfg.data.stats]
-        self.input_meta = {"img_size": int(cfg.model.img_size), "in_chans": int(cfg.model.in_chans),
-                           "mean": list(mean), "std": list(std)}
+        self.input_meta = input_meta_of(cfg)  # the size, channels and statistics encoder.pt records
 
     def training_step(self, batch, step: int) -> dict:
         (view1, view2), _ = batch
@@ -61,7 +64,8 @@ class TwoViewCosine(nn.Module):
         return self.encoder
 
     def export_meta(self) -> dict:
-        return {**self.input_meta, "feature": "cls"}
+        """What evaluation reads from encoder.pt: the default frozen feature and the input."""
+        return {"feature": "cls", **self.input_meta}
 
 
 def build_train_data(cfg: DictConfig):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from bootleg.masks import BootlegMaskGenerator
 from bootleg.model import Predictor, build_method, gather_tokens, resolve_target_layers
-from common.config import load_config
+from common.config import ConfigError, load_config
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,9 +131,13 @@ def test_mask_token_weight_decay_switch():
     assert decayed_mask_token(True) and not decayed_mask_token(False)
 
 
-def test_eval_encoder_switch_and_missing_teacher_error():
-    method = build_method(make_cfg("eval.encoder=student"), total_steps=10)
+def test_export_encoder_switch_and_missing_teacher_error():
+    method = build_method(make_cfg("method.export_encoder=student"), total_steps=10)
     assert method.encoder_for_eval() is method.student
-    assert build_method(make_cfg(), total_steps=10).encoder_for_eval() is not None
-    with pytest.raises(ValueError, match="has no EMA teacher; use eval.encoder=student"):
-        build_method(make_cfg("method=mae", "eval.encoder=teacher"), total_steps=10)
+    method = build_method(make_cfg("method.export_encoder=target"), total_steps=10)  # I-JEPA's name
+    assert method.encoder_for_eval() is method.teacher and method.export_meta()["encoder"] == "teacher"
+    assert build_method(make_cfg("method.export_encoder=null"), total_steps=10).export_encoder == "teacher"
+    mae = build_method(make_cfg("method=mae", "method.export_encoder=null"), total_steps=10)
+    assert mae.export_encoder == "student"
+    with pytest.raises(ConfigError, match="has no EMA teacher; use method.export_encoder=student"):
+        make_cfg("method=mae", "method.export_encoder=teacher")

@@ -56,7 +56,7 @@ IJEPA_RECIPE = {
     "mask.npred": 4, "mask.pred_scale": [0.15, 0.2], "mask.aspect": [0.75, 1.5],  # [ijepa] multiblock config
     "mask.enc_scale": [0.85, 1.0], "mask.min_keep": 10, "mask.allow_overlap": False,  # [ijepa]
     "predictor.width": 384, "predictor.depth": 6,  # [ijepa] pred_emb_dim 384; [ijepa-p] depth 6 for B (S: [inf])
-    "eval.encoder": "teacher",  # [ijepa] target_encoder is evaluated
+    "method.export_encoder": "teacher",  # [ijepa] target_encoder is evaluated
     # frozen probes: V-JEPA attentive probe, MAE avg-pool + BN linear probe, DINO k-NN
     "eval:attn_probe.kind": "vjepa", "eval:attn_probe.epochs": 20, "eval:attn_probe.lr": 1e-3,  # [vjepa]
     "eval:attn_probe.wd": 0.01, "eval:attn_probe.batch_size": 1024, "eval:attn_probe.aug": "autoaug",  # [vjepa]
@@ -74,7 +74,7 @@ MAE_RECIPE = {
     "optim.schedule": "cosine", "train.epochs": 1600,  # [mae]; the I-JEPA paper's MAE rows are 1600 epochs
     "mask.mask_ratio": 0.75, "method.norm_pix_loss": True,  # [mae]
     "predictor.width": 512, "predictor.depth": 8, "predictor.num_heads": 16,  # [mae] decoder
-    "eval.encoder": "student", "eval:linear.protocol": "mae_bn",
+    "method.export_encoder": "student", "eval:linear.protocol": "mae_bn",
 }
 BOOTLEG = {
     "s16-ijepa": {**IJEPA_RECIPE, "method.target_layers": ["final"], "method.loss": "smooth_l1",  # [ijepa] train.py

@@ -15,6 +15,7 @@ from torch import nn
 from common import dist
 from common.data import get_dataset
 from common.ema import ema_update
+from common.method import MethodBase
 from common.optim import param_groups_weight_decay
 from common.schedules import cosine_schedule
 from common.vit import ViT
@@ -51,7 +52,10 @@ def build_train_data(cfg):
     return MappedDataset(ds, ToyViews()), None
 
 
-class ToyMethod(nn.Module):
+EXPORT_ENCODERS = ("teacher",)
+
+
+class ToyMethod(MethodBase):
     def __init__(self, cfg, total_steps: int):
         super().__init__()
         self.student = ViT(**cfg.model)
