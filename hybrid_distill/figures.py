@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from common.checkpoint import sha256_file
 from common.plots import pyplot, save_figure
 from common.config import load_config
+from hybrid_distill.manifest import MissingTeacherError, resolve_encoder_teacher
 
 PAPER = "hybrid_distill"
 TEACHERS = {"deit": "supervised ('DeiT')", "clip": "MoCo v3 ('CLIP')", "mae": "MAE"}
@@ -32,9 +33,9 @@ DISTILL = {"mini_distill_deit": "Distill-DeiT", "mini_distill_mae": "Distill-MAE
 HYBRID = {"mini_hybrid_clip": "Hybrid Distill † (MAE + MoCo v3)"}
 
 
-def analysis_record(encoder: Path, out_dir: Path, eval_cfg) -> dict | None:
+def analysis_record(encoder: Path | None, out_dir: Path, eval_cfg) -> dict | None:
     """The analysis record of ``encoder`` (computed once per encoder sha256)."""
-    if not encoder.is_file():
+    if encoder is None or not encoder.is_file():
         return None
     path = out_dir / "analysis.json"
     sha = sha256_file(encoder)
@@ -45,6 +46,15 @@ def analysis_record(encoder: Path, out_dir: Path, eval_cfg) -> dict | None:
             return record
     from eval.api import evaluate
     return evaluate(str(encoder), "analysis", eval_cfg, out_dir=out_dir, run_info={"table": "figures"})[0]
+
+
+def teacher_file(cfg, name: str, results_root: str) -> Path | None:
+    """The encoder.pt of a mini teacher (scripts/build_teachers.py records it); None if not built."""
+    spec = OmegaConf.to_container(cfg.teachers[name], resolve=True)
+    try:
+        return Path(resolve_encoder_teacher(name, spec, cfg.scale_name, cfg.train.out_root, results_root)["path"])
+    except MissingTeacherError:
+        return None
 
 
 def per_head(record: dict, kind: str) -> np.ndarray:
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     # eval's own per-encoder plots are not needed: the figures below combine the encoders.
     eval_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.eval, resolve=True), {"metrics": {"plots": False}})
     root = Path(args.results) / PAPER
-    teachers = {TEACHERS.get(n, n): analysis_record(Path(cfg.teachers[n].path), root / "teachers" / "analysis" / n, eval_cfg)
+    teachers = {TEACHERS.get(n, n): analysis_record(teacher_file(cfg, n, args.results), root / "teachers" / "analysis" / n, eval_cfg)
                 for n in TEACHERS if n in cfg.teachers}
     students = {label: analysis_record(Path(cfg.train.out_root) / PAPER / run / "encoder.pt", root / run, eval_cfg)
                 for run, label in {**DISTILL, **HYBRID}.items()}
