@@ -33,10 +33,9 @@ def missing_teachers(specs: list[RunSpec]) -> dict[str, str]:
         cfg = spec.cfg
         for name in used_teachers(cfg):
             teacher = OmegaConf.to_container(cfg.teachers[name], resolve=True) if name in cfg.teachers else {}
-            key = (name, json.dumps(teacher, sort_keys=True))
-            if key in checked or teacher.get("kind") != "encoder":
+            if teacher.get("kind") != "encoder" or (name, teacher.get("path")) in checked:
                 continue
-            checked.add(key)
+            checked.add((name, teacher.get("path")))
             try:
                 resolve_encoder_teacher(name, teacher, cfg.scale_name, cfg.train.out_root, cfg.results_root)
             except MissingTeacherError as exc:
