@@ -16,6 +16,7 @@ from common.launch import plan_runs
 from common.train import run_dir_of
 from hybrid_distill.launch import run as hybrid_launch
 from hybrid_distill.manifest import manifest_path
+from hybrid_distill.model import used_teachers
 from scripts import build_teachers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,11 +48,12 @@ def test_smoke_teachers_are_recorded_with_their_sha256_and_command(built):
 
 
 @pytest.mark.slow
-def test_hybrid_launch_distils_from_the_built_teachers(built, capsys):
+def test_hybrid_launch_distils_from_the_built_teachers(built):
     settings, manifest = built
-    hybrid_launch(["--only", "mini_hybrid_clip", "train.epochs=1", "train.progress=false", "train.threads=1",
-                   *[f"{k}={v}" for k, v in settings.items()]])
-    [spec] = plan_runs("hybrid_distill", [f"{k}={v}" for k, v in settings.items()], only="mini_hybrid_clip")
+    roots = [f"{k}={v}" for k, v in settings.items()]
+    # the hybrid run: a feature teacher and the MAE teacher (relations and masking)
+    spec = next(s for s in plan_runs("hybrid_distill", roots) if used_teachers(s.cfg) == ["clip", "mae"])
+    hybrid_launch(["--only", spec.name, "train.epochs=1", "train.progress=false", "train.threads=1", *roots])
     _, meta, _ = load_encoder(run_dir_of(spec.cfg) / "encoder.pt")
     assert {name: t["sha256"] for name, t in meta["teachers"].items()} == \
         {name: manifest[name]["sha256"] for name in ("clip", "mae")}
