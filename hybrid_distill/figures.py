@@ -22,6 +22,7 @@ from common.checkpoint import sha256_file
 from common.plots import pyplot, save_figure
 from common.train import run_dir_of
 from eval.records import records_dir
+from hybrid_distill.manifest import MissingTeacherError, resolve_encoder_teacher
 
 PAPER = "hybrid_distill"
 REPO = Path(__file__).resolve().parents[1]
@@ -30,14 +31,23 @@ DISTILL = {"mini_distill_deit": "Distill-DeiT", "mini_distill_mae": "Distill-MAE
 HYBRID = {"mini_hybrid_clip": "Hybrid Distill † (MAE + MoCo v3)"}
 
 
-def analysis_record(encoder: Path, out_dir: Path, eval_cfg) -> dict | None:
+def analysis_record(encoder: Path | None, out_dir: Path, eval_cfg) -> dict | None:
     """The analysis record of ``encoder`` (evaluated unless current); None without an encoder."""
     from eval.api import evaluate_unless_current
 
-    if not encoder.is_file():
+    if encoder is None or not encoder.is_file():
         return None
     return evaluate_unless_current(str(encoder), "analysis", eval_cfg, out_dir=out_dir, run_info={"table": "figures"},
                                    checkpoint_sha256=sha256_file(encoder))[0]
+
+
+def teacher_file(cfg, name: str, results_root: str) -> Path | None:
+    """The encoder.pt of a mini teacher (scripts/build_teachers.py records it); None if not built."""
+    spec = OmegaConf.to_container(cfg.teachers[name], resolve=True)
+    try:
+        return Path(resolve_encoder_teacher(name, spec, cfg.scale_name, cfg.train.out_root, results_root)["path"])
+    except MissingTeacherError:
+        return None
 
 
 def per_head(record: dict, kind: str) -> np.ndarray:
@@ -97,7 +107,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     # eval's own per-encoder plots are not needed: the figures below combine the encoders.
     eval_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.eval, resolve=True), {"metrics": {"plots": False}})
     teacher_root = Path(str(cfg.results_root)) / PAPER / "teachers" / "analysis"
-    teachers = {TEACHERS.get(n, n): analysis_record(Path(cfg.teachers[n].path), teacher_root / n, eval_cfg)
+    teachers = {TEACHERS.get(n, n): analysis_record(teacher_file(cfg, n, str(cfg.results_root)), teacher_root / n, eval_cfg)
                 for n in TEACHERS if n in cfg.teachers}
     students = {label: analysis_record(run_dir_of(runs[run].cfg) / "encoder.pt", records_dir(runs[run].cfg), eval_cfg)
                 if run in runs else None for run, label in {**DISTILL, **HYBRID}.items()}

@@ -32,6 +32,7 @@ from common.optim import param_groups_weight_decay
 from common.vit import ViT
 from hybrid_distill.grid import check_grid_options, resample_token_map
 from hybrid_distill.loss import feature_distance, relation_distance, whiten
+from hybrid_distill.manifest import resolve_encoder_teacher
 from hybrid_distill.masking import MaskPlan, gather_tokens, kept_counts, random_keep
 from hybrid_distill.teachers import Capture, FrozenTeacher, load_teacher
 
@@ -347,9 +348,12 @@ def build_method(cfg, total_steps: int) -> HybridDistill:
         if name not in cfg.teachers:
             raise ValueError(f"teacher {name!r} is used by method.terms / method.mask but teachers.{name} "
                              f"is not configured; configured: {sorted(cfg.teachers)}")
+        spec = _container(cfg.teachers[name])
+        if spec.get("kind") == "encoder":
+            spec = resolve_encoder_teacher(name, spec, cfg.scale_name, cfg.train.out_root, cfg.results_root)
         # resize_input: a timm teacher is built for the input size that gives the student's grid.
         align_by_input = cfg.method.grid_align == "resize_input"
-        teachers[name] = load_teacher(_container(cfg.teachers[name]), student.grid_size if align_by_input else None)
+        teachers[name] = load_teacher(spec, student.grid_size if align_by_input else None)
     m = cfg.method
     return HybridDistill(
         student, teachers, parse_terms(_container(m.terms)), input_meta_of(cfg), _container(m.mask),

@@ -307,7 +307,7 @@ def load_encoder_teacher(path: str | Path, expected_sha256: str | None = None) -
     if not path.is_file():
         raise FileNotFoundError(
             f"teacher encoder {path} does not exist; build the mini teachers with "
-            f"`python hybrid_distill/launch.py` (it trains any missing one) or set the teacher's path"
+            f"`python scripts/build_teachers.py` (or `dvc repro teachers`) or set the teacher's path"
         )
     _check_sha256(path, expected_sha256)
     vit, meta, digest = load_encoder(path)

@@ -1,5 +1,6 @@
-"""Random-weight stand-ins for the Hybrid Distill smoke teachers (teachers/smoke.yaml points to
-``runs/hybrid_distill/smoke_teachers``, which only ``hybrid_distill/launch.py scale=smoke`` trains)."""
+"""Random-weight stand-ins for the Hybrid Distill smoke teachers, passed as explicit
+``teachers.<role>.path`` overrides: trained ones come from ``scripts/build_teachers.py scale=smoke``
+(tests/hybrid_distill/test_hd_build_teachers.py), which takes a minute."""
 from __future__ import annotations
 
 from pathlib import Path

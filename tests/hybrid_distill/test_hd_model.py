@@ -75,7 +75,7 @@ def test_relation_layer_outside_teacher_depth_is_rejected(teacher_paths, tmp_pat
 def test_identity_head_needs_equal_width_and_missing_teacher_file(teacher_paths, tmp_path):
     with pytest.raises(ValueError, match="feat_head=identity needs teacher width 48 == student width 64"):
         build_method(smoke_cfg(teacher_paths, tmp_path, "method.feat_head=identity"), total_steps=10)
-    with pytest.raises(FileNotFoundError, match="hybrid_distill/launch.py"):
+    with pytest.raises(FileNotFoundError, match=r"teachers.mae.path=.*nope.pt does not exist; point it to an encoder.pt"):
         build_method(smoke_cfg(dict(teacher_paths, mae=tmp_path / "nope.pt"), tmp_path), total_steps=10)
 
 
