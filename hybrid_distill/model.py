@@ -281,7 +281,7 @@ class HybridDistill(MethodBase):
         images = batch["images"]
         targets, keep = self.teacher_targets(images, batch.get("keep"))
         out, msa = self._student_forward(images, keep)
-        logs, total = {}, 0.0
+        logs, weighted = {}, []
         for term in self.terms:
             teacher = self.teachers[term.teacher]
             pairs = zip(term.blocks(teacher.depth), term.blocks(self.student.depth))
@@ -302,8 +302,11 @@ class HybridDistill(MethodBase):
                     losses.append(feature_distance(pred, target, self.beta_feat, self.cls_weight))
                 loss = torch.stack(losses).mean()
             logs[f"loss_{term.name}"] = loss.detach()
-            total = total + term.weight * loss
-        logs["loss"] = total
+            weighted.append(term.weight * loss)
+        # one sum of the terms, not a sum started from 0.0: under torch.compile a single term of
+        # weight 1 would otherwise be the very tensor of its detached log and lose its grad_fn
+        # (docs/repros/inductor_detached_log_drops_grad.py; same value in eager)
+        logs["loss"] = torch.stack(weighted).sum()
         logs["kept_patches"] = float(keep.shape[1] if keep is not None else self.student.num_patches)
         return logs
 

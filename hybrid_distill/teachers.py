@@ -150,17 +150,10 @@ class FrozenTeacher(nn.Module):
 
     def forward(self, images: torch.Tensor, capture: Capture, plan: MaskPlan | None = None,
                 keep: torch.Tensor | None = None) -> TeacherOutput:
-        with torch.inference_mode():
-            out = self._run(images, capture, plan, keep)
-        # Inference tensors cannot be saved for backward: clone them (outside inference mode)
-        # into ordinary tensors so that they can serve as loss targets.
-        return TeacherOutput(
-            keep=None if out.keep is None else out.keep.clone(),
-            hidden={i: t.clone() for i, t in out.hidden.items()},
-            relations={i: t.clone() for i, t in out.relations.items()},
-            msa={i: t.clone() for i, t in out.msa.items()},
-            final=None if out.final is None else out.final.clone(),
-        )
+        # no_grad, not inference_mode: torch.compile cannot trace inference tensors ("Cannot set
+        # version_counter for inference tensor"), and no_grad outputs serve as loss targets as they are
+        with torch.no_grad():
+            return self._run(images, capture, plan, keep)
 
     def _run(self, images: torch.Tensor, capture: Capture, plan: MaskPlan | None,
              keep: torch.Tensor | None) -> TeacherOutput:

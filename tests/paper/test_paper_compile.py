@@ -34,10 +34,16 @@ def _losses(paper: str, compile_: bool, out: Path, extra: list[str]) -> list[flo
     return [r["loss"] for r in training_log(Path(summary["run_dir"]))]
 
 
+# each paper's default method, plus Hybrid Distill's one-term Distill-X: a single loss term of
+# weight 1 is the pattern inductor folds into its detached log (docs/repros/)
+COMPILE_CASES = [(paper, []) for paper in PAPERS] + [("hybrid_distill", ["method=distill"])]
+
+
 @pytest.mark.paper
-@pytest.mark.parametrize("paper", PAPERS)
-def test_compiled_step_gives_the_eager_loss(paper, tmp_path):
+@pytest.mark.parametrize("paper, method", COMPILE_CASES, ids=[" ".join([p, *m]) for p, m in COMPILE_CASES])
+def test_compiled_step_gives_the_eager_loss(paper, method, tmp_path):
     extra = teacher_overrides(smoke_teachers(tmp_path / "teachers")) if paper == "hybrid_distill" else []
+    extra += method
     eager = _losses(paper, False, tmp_path / "eager", extra)
     compiled = _losses(paper, True, tmp_path / "compiled", extra)
     assert len(eager) == 2 and all(math.isfinite(x) for x in eager)
