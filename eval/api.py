@@ -14,7 +14,7 @@ from eval import settings
 from eval.context import EvalContext
 from eval.encoders import init_name, load as load_encoder_spec
 from eval.features import Extraction, Preprocess
-from eval.records import Stopwatch, make_record, write_record
+from eval.records import Stopwatch, make_record, records_dir, write_record
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def evaluate_run(cfg, summary: dict) -> list[dict]:
     protocols = list(cfg.eval.get("protocols", []))
     if not protocols and not cfg.get("extra_evals"):
         return []
-    out_dir = Path(cfg.results_root) / cfg.paper / cfg.run_name
+    out_dir = records_dir(cfg)
     run_info = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
                 "experiment": cfg.experiment_name, "config_hash": summary["config_hash"],
                 "train_time_s": summary.get("train_time_s"),

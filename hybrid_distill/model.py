@@ -352,7 +352,7 @@ def build_method(cfg, total_steps: int) -> HybridDistill:
         align_by_input = cfg.method.grid_align == "resize_input"
         teachers[name] = load_teacher(_container(cfg.teachers[name]), student.grid_size if align_by_input else None)
     m = cfg.method
-    mean, std = STATS[cfg.data.norm_stats]
+    mean, std = STATS[cfg.data.stats]
     if len(mean) != student.in_chans:
         mean, std = mean * student.in_chans, std * student.in_chans
     return HybridDistill(
@@ -392,9 +392,10 @@ class DistillCollate:
 def build_train_data(cfg) -> tuple[Dataset, DistillCollate]:
     d = cfg.data
     dataset = get_dataset(d.name, "train", root=d.root, subset=d.train_subset, seed=int(cfg.train.seed))
-    steps = [random_resized_crop(int(d.img_size), scale=tuple(d.crop_scale), interpolation=d.interpolation)]
-    if d.hflip:
-        steps.append(flip())
+    aug = d.aug
+    steps = [random_resized_crop(int(d.img_size), scale=tuple(aug.crop_scale), interpolation=aug.interpolation)]
+    if aug.flip_p:  # no flip step at all when off: the same random stream as without the key
+        steps.append(flip(float(aug.flip_p)))
     steps.append(v2.ToDtype(torch.float32, scale=True))
     collate = DistillCollate()
     mask = cfg.method.mask

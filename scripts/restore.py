@@ -137,15 +137,19 @@ def run_config_hashes(runs: dict, scale: str) -> dict[str, str]:
 def expected_seconds(stage: str, runs: dict, scale: str, results: Path, config_hashes: dict) -> float | None:
     """Seconds the committed pipeline run spent on `stage`, from its result records; None if unknown.
     A run's records count only if they are of the run's current config (`config_hashes`)."""
+    from common.config import run_location
+    from eval.records import CROSS, records_dir
+
     kind, _, run = stage.partition("@")
     if kind in ("pretrain", "eval"):
         paper = runs.get(run, {}).get("paper")
         if paper is None:
             return None
-        own = [r for r in _records(results / paper / run) if r.get("config_hash") == config_hashes.get(run)]
+        where = run_location(paper, scale, run, results_root=results)
+        own = [r for r in _records(records_dir(where)) if r.get("config_hash") == config_hashes.get(run)]
         if kind == "pretrain":
             return _training_seconds(own) or None
-        cross = [r for r in _records(results / "cross" / run) if r.get("config_hash") == config_hashes.get(run)]
+        cross = [r for r in _records(records_dir(where, CROSS)) if r.get("config_hash") == config_hashes.get(run)]
         return sum(r["wall_time_s"] for r in own + cross) or None
     if kind == "teachers":
         teachers = _records(results / "hybrid_distill" / "teachers")

@@ -1,4 +1,4 @@
-"""SDSSL figures from the mini runs: ``python sdssl/figures.py [--prefix mini] [--out sdssl/figures]``.
+"""SDSSL figures from the mini runs: ``python sdssl/figures.py [--out sdssl/figures]``.
 
 * ``multi_exit.png`` (Fig. 3): linear probe and k-NN top-1 per block, baseline vs SD, per framework;
 * ``tsne_<framework>.png`` (Fig. 5): t-SNE of every block's representation, baseline row over SD row;
@@ -57,14 +57,14 @@ def block_features(run: str, n_images: int, seed: int = 0) -> tuple[list[torch.T
     return [feats[n][pick].float() for n in names], labels[pick]
 
 
-def plot_multi_exit(prefix: str, out: Path) -> Path:
+def plot_multi_exit(out: Path) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(11, 6), sharey="row")
     for col, (base, sd) in enumerate(FRAMEWORKS.items()):
         for row, protocol in enumerate(("linear", "knn")):
             ax = axes[row, col]
             for method, style in ((base, "--o"), (sd, "-o")):
-                records = load_records(f"{prefix}-{method}")
+                records = load_records(method)
                 depth = _depth(records)
                 if protocol not in records or not depth:
                     continue
@@ -83,13 +83,13 @@ def _depth(records: dict) -> int:
     return max(int(k.split("@")[1].split("/")[0]) for k in keys) if keys else 0
 
 
-def plot_tsne(prefix: str, out: Path, n_images: int) -> list[Path]:
+def plot_tsne(out: Path, n_images: int) -> list[Path]:
     from sklearn.manifold import TSNE
 
     plt = pyplot()
     paths = []
     for base, sd in FRAMEWORKS.items():
-        rows = [(m, *block_features(f"{prefix}-{m}", n_images)) for m in (base, sd)]
+        rows = [(m, *block_features(m, n_images)) for m in (base, sd)]
         depth = len(rows[0][1])
         fig, axes = plt.subplots(2, depth, figsize=(2.2 * depth, 4.6))
         for r, (method, feats, labels) in enumerate(rows):
@@ -113,13 +113,13 @@ def _cka(record: dict, depth: int) -> torch.Tensor:
     return matrix
 
 
-def plot_cka(prefix: str, out: Path) -> list[Path]:
+def plot_cka(out: Path) -> list[Path]:
     plt = pyplot()
     paths = []
     for base, sd in FRAMEWORKS.items():
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), constrained_layout=True)
         for ax, method in zip(axes, (base, sd)):
-            record = analysis_record(f"{prefix}-{method}")
+            record = analysis_record(method)
             depth = len(record["layers"])
             im = ax.imshow(_cka(record, depth).numpy(), vmin=0, vmax=1, cmap="magma", origin="lower",
                            extent=(0.5, depth + 0.5, 0.5, depth + 0.5))
@@ -138,13 +138,13 @@ ALIGNMENT_PANELS = (("align", "L_ali (alignment)", 1), ("uniformity", "-L_uni", 
                     ("align_ratio", "R = L^n_ali / L_ali", 1))
 
 
-def plot_alignment(prefix: str, out: Path) -> list[Path]:
+def plot_alignment(out: Path) -> list[Path]:
     plt = pyplot()
     paths = []
     for base, sd in FRAMEWORKS.items():
         fig, axes = plt.subplots(1, len(ALIGNMENT_PANELS), figsize=(3.2 * len(ALIGNMENT_PANELS), 3))
         for method, style in ((base, "--o"), (sd, "-o")):
-            record = analysis_record(f"{prefix}-{method}")
+            record = analysis_record(method)
             layers = record["layers"]
             for ax, (key, title, sign) in zip(axes, ALIGNMENT_PANELS):
                 ax.plot(layers, [sign * record["metrics"][f"analysis/{key}/layer{l}"] for l in layers], style,
@@ -159,16 +159,15 @@ def plot_alignment(prefix: str, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--prefix", default="mini", help="run-name prefix of the six runs (mini-<method>)")
     parser.add_argument("--out", type=Path, default=Path("sdssl") / "figures")
     parser.add_argument("--tsne-images", type=int, default=500, help="validation images per t-SNE panel")
     args = parser.parse_args(argv)
     missing = [m for pair in FRAMEWORKS.items() for m in pair
-               if not (RUNS / f"{args.prefix}-{m}" / "encoder.pt").is_file()]
+               if not (RUNS / m / "encoder.pt").is_file()]
     if missing:
         raise SystemExit(f"runs missing for {missing}: train them first with `python sdssl/launch.py`")
-    written = [plot_multi_exit(args.prefix, args.out), *plot_cka(args.prefix, args.out),
-               *plot_alignment(args.prefix, args.out), *plot_tsne(args.prefix, args.out, args.tsne_images)]
+    written = [plot_multi_exit(args.out), *plot_cka(args.out), *plot_alignment(args.out),
+               *plot_tsne(args.out, args.tsne_images)]
     for path in written:
         print(path)
 

@@ -108,8 +108,8 @@ def _provenance(records: dict) -> str:
 
 # ---------------------------------------------------------------------------- mini
 def render_mini(results: Path = RESULTS) -> str:
-    runs = {m: load_records(f"mini-{m}", results) for m in METHODS}
-    depth = next((d for d in (run_depth(f"mini-{m}", results) for m in METHODS) if d), None)
+    runs = {m: load_records(m, results) for m in METHODS}
+    depth = next((d for d in (run_depth(m, results) for m in METHODS) if d), None)
     lines = ["### SDSSL mini comparison (Fashion-MNIST, CPU)", "",
              "Final layer (class token after the final LayerNorm). k-NN: k=20, T=0.07. Linear: best base lr of",
              "the grid. Deltas: SD minus its baseline. Paper columns: ImageNet ViT-S/16, 300 epochs (Table 1).", "",
@@ -197,7 +197,7 @@ def render_fig9(results: Path = RESULTS) -> str:
 def render(experiment: str = "mini") -> str:
     if experiment == "mini":
         floors_missing = not all((RESULTS / f).is_dir() for f in FLOORS)
-        if floors_missing and (Path("runs") / "sdssl" / "mini-moco_v3" / "encoder.pt").is_file():
+        if floors_missing and (Path("runs") / "sdssl" / "moco_v3" / "encoder.pt").is_file():
             evaluate_floors()  # a table is published only with its floor rows (DESIGN.md)
         return render_mini()
     if experiment == "table1":
@@ -211,7 +211,7 @@ def render(experiment: str = "mini") -> str:
     raise ValueError(f"no SDSSL table for experiment {experiment!r}; use mini, table1, table5, table6 or fig9")
 
 
-def evaluate_floors(results: Path = RESULTS, run: str = "mini-moco_v3") -> None:
+def evaluate_floors(results: Path = RESULTS, run: str = "moco_v3") -> None:
     """Raw-pixel and random-encoder rows under the mini evaluation config of ``run``.
 
     Pixels get the final-feature protocols (there are no blocks); the random ViT (the
