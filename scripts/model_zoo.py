@@ -46,7 +46,7 @@ def model_of(rec: dict, results_root: Path) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
-def zoo_entries(records: list[dict], runs_root: Path, results_root: Path = Path("results")) -> dict[str, list[dict]]:
+def zoo_entries(records: list[dict], runs_root: Path, results_root: Path) -> dict[str, list[dict]]:
     """Model entries per paper, one per (paper, scale, run), newest record per protocol. A model
     is named by its records' directory, not by the `run` field inside them, so records made
     before a run was renamed join the model of its new name."""

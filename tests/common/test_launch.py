@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def test_experiment_expands_to_named_runs(toy_overrides):
 def test_default_run_name_is_deterministic(toy_overrides):
     a = plan_runs("toy_paper", toy_overrides)[0].name
     assert a == plan_runs("toy_paper", toy_overrides)[0].name
-    assert a.startswith("toy-smoke-")
+    assert re.fullmatch(r"toy-[0-9a-f]{8}", a)  # no scale: the run directory has it
     assert a != plan_runs("toy_paper", [*toy_overrides, "optim.lr=0.1"])[0].name
 
 
@@ -99,7 +100,7 @@ def test_bad_override_exits_with_readable_error(toy_env):
 
 def test_experiment_none_selects_a_single_run(toy_overrides):
     [spec] = plan_runs("toy_paper", [*toy_overrides, "experiment=none"])
-    assert spec.cfg.experiment_name == "default" and spec.name.startswith("toy-smoke-")
+    assert spec.cfg.experiment_name == "default" and spec.name.startswith("toy-")
 
 
 def test_failed_job_reports_its_error_and_logs(toy_overrides, monkeypatch, toy_env, tmp_path):

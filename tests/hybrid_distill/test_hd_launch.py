@@ -13,13 +13,13 @@ def test_dry_run_lists_missing_teacher_builds_and_the_runs(capsys, tmp_path):
     assert "# building missing teacher mae:" in out and "bootleg/launch.py method=mae" in out
     assert "# building missing teacher clip:" in out and "sdssl/launch.py method=moco_v3" in out
     assert "# building missing teacher deit:" in out and "finetune.recipe=supervised" in out
-    for name in ("mini_hybrid_clip", "mini_distill_deit", "mini_distill_mae", "mini_distill_clip"):
+    for name in ("hybrid_clip", "distill_deit", "distill_mae", "distill_clip"):
         assert f"# ---- run {name}" in out
 
 
 def test_existing_teachers_are_reused(tmp_path):
     (tmp_path / "mae.pt").write_bytes(b"x")
-    needed = needed_teachers([f"teachers.mae.path={tmp_path}/mae.pt"], only="mini_distill_mae")
+    needed = needed_teachers([f"teachers.mae.path={tmp_path}/mae.pt"], only="distill_mae")
     assert list(needed.values()) == [{"name": "mae", "build": needed[f"{tmp_path}/mae.pt"]["build"], "exists": True}]
     build_teachers(needed, dry_run=False)  # nothing to build, nothing runs
 

@@ -19,7 +19,7 @@ spec = importlib.util.spec_from_file_location("restore", REPO / "scripts/restore
 restore = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(restore)
 
-ENCODER = "runs/bootleg/bootleg/encoder.pt"
+ENCODER = "runs/bootleg/smoke/bootleg/encoder.pt"  # the copy's pipeline runs at scale=smoke
 TINY = ["train.epochs=1", "data.train_subset=70"]  # two steps of the toy method
 
 
@@ -30,11 +30,12 @@ def record(path, **fields):
 
 def test_expected_times_come_from_the_records_of_the_current_config(tmp_path):
     runs = {"r": {"paper": "p"}}
-    record(tmp_path / "p/r/knn.json", paper="p", run="r", config_hash="now", wall_time_s=5.0, train_time_s=70.0)
-    record(tmp_path / "p/r/linear.json", paper="p", run="r", config_hash="now", wall_time_s=7.0, train_time_s=70.0)
-    record(tmp_path / "cross/r/knn.json", paper="p", run="r", config_hash="now", wall_time_s=2.0)
-    record(tmp_path / "cross/r/mnist5k/knn.json", paper="p", run="r", config_hash="now", wall_time_s=1.0)
-    record(tmp_path / "cross/r/old.json", paper="p", run="r", config_hash="before", wall_time_s=100.0)
+    record(tmp_path / "p/mini/r/knn.json", paper="p", run="r", config_hash="now", wall_time_s=5.0, train_time_s=70.0)
+    record(tmp_path / "p/mini/r/linear.json", paper="p", run="r", config_hash="now", wall_time_s=7.0, train_time_s=70.0)
+    record(tmp_path / "cross/mini/r/knn.json", paper="p", run="r", config_hash="now", wall_time_s=2.0)
+    record(tmp_path / "cross/mini/r/mnist5k/knn.json", paper="p", run="r", config_hash="now", wall_time_s=1.0)
+    record(tmp_path / "cross/mini/r/old.json", paper="p", run="r", config_hash="before", wall_time_s=100.0)
+    record(tmp_path / "cross/smoke/r/knn.json", paper="p", run="r", config_hash="now", wall_time_s=1000.0)
     hashes = {"r": "now"}
     assert restore.expected_seconds("pretrain@r", runs, "mini", tmp_path, hashes) == 70.0  # once per run
     assert restore.expected_seconds("eval@r", runs, "mini", tmp_path, hashes) == 15.0
@@ -58,7 +59,7 @@ def test_a_failed_pull_is_told_apart_as_missing_files_or_an_unreachable_remote()
 def test_stages_come_with_what_they_need_in_runnable_order():
     pipeline = restore.Pipeline()
     assert pipeline.closure(["floors"]) == ["data", "floors"]  # floors are built from run configs, not encoders
-    assert pipeline.closure(["pretrain@mini_hybrid_clip"]) == ["data", "teachers", "pretrain@mini_hybrid_clip"]
+    assert pipeline.closure(["pretrain@hybrid_clip"]) == ["data", "teachers", "pretrain@hybrid_clip"]
     everything = pipeline.closure(pipeline.order)
     assert len(everything) == len(pipeline.order) and everything[-1] == "tables"
     assert all(pipeline.needs[s] <= set(everything[:i]) for i, s in enumerate(everything))

@@ -22,8 +22,8 @@ def _run(results, method, knn_layers, linear_layers):
     knn = {f"knn/cls@{l + 1}/k20/top1": v for l, v in enumerate(knn_layers)}
     knn["knn/cls/k20/top1"] = knn_layers[-1]
     linear = {f"linear/cls@{l + 1}/best/top1": v for l, v in enumerate(linear_layers)}
-    _write(results, f"mini-{method}", "knn", knn)
-    _write(results, f"mini-{method}", "linear", linear, features=[f"cls@{l}" for l in range(1, DEPTH + 1)])
+    _write(results, method, "knn", knn)
+    _write(results, method, "linear", linear, features=[f"cls@{l}" for l in range(1, DEPTH + 1)])
 
 
 def test_mini_table_reports_final_layer_deltas_and_every_block(tmp_path, monkeypatch):

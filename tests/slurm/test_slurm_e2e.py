@@ -24,6 +24,7 @@ import torch
 from common.checkpoint import load_encoder
 from common.launch import plan_runs
 from common.train import run_dir_of, training_log
+from eval.records import records_dir
 
 pytestmark = pytest.mark.slurm
 
@@ -116,7 +117,7 @@ def test_smoke_table_goes_out_as_one_job_array_and_lands_where_a_local_run_would
         assert json.loads((run_dir / "done.json").read_text())["encoder_sha256"] == sha
         values = []
         for protocol in spec.cfg.eval.protocols:
-            record_file = Path(spec.cfg.results_root) / "bootleg" / spec.name / f"{protocol}.json"
+            record_file = records_dir(spec.cfg) / f"{protocol}.json"
             assert record_file.is_file(), f"no {protocol} record for {spec.name}"
             record = json.loads(record_file.read_text())
             assert record["checkpoint_sha256"] == sha, "the record does not name the encoder it evaluated"
