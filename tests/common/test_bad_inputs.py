@@ -208,7 +208,7 @@ def test_a_start_that_fails_at_runtime_can_be_relaunched_corrected(toy_overrides
     with pytest.raises(ValueError, match="fewer than one global batch"):
         train(load_config("toy_paper", [*args, "data.train_subset=null", "data.batch_size=4096"]))
     summary = train(load_config("toy_paper", args))
-    assert summary["steps"] > 0 and (tmp_path / "runs" / "toy_paper" / "relaunch" / "encoder.pt").is_file()
+    assert summary["steps"] > 0 and (tmp_path / "runs" / "toy_paper" / "smoke" / "relaunch" / "encoder.pt").is_file()
 
 
 def test_harness_snapshot_sees_a_change(tmp_path):
