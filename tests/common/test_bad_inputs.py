@@ -53,6 +53,11 @@ CASES = [
     ("bootleg", [*SMOKE, "method=nope"], ["method/nope", "valid options in 'method': bootleg, "]),
     ("bootleg", [*SMOKE, "experiment=nope"], ["experiment/nope", "compare"]),
     ("bootleg", [*SMOKE, "--only", "nope"], ["--only names unknown run(s) ['nope']", "bootleg, ijepa, mae"]),
+    # ---- issue 15: one naming scheme; the old names are refused with the new one
+    ("bootleg", [*SMOKE, "data.norm_stats=imagenet"], ["data.norm_stats was renamed data.stats"]),
+    ("bootleg", [*SMOKE, "data.hflip=true"], ["data.hflip was renamed data.aug.flip_p"]),
+    ("udi", [*SMOKE, "crop.n_local=4"], ["crop.n_local was renamed data.aug.n_local"]),
+    ("sdssl", [*SMOKE, "--only", "mini-simclr"], ["run names no longer carry the scale", "use --only simclr"]),
     ("bootleg", [*SMOKE, "experiment=none", "--only", "nope"], ["--only names unknown run(s) ['nope']"]),
     ("bootleg", [*SMOKE, "--bogus"], ["unrecognized arguments: --bogus"]),
     ("bootleg", [*SMOKE, "epochs"], ["'epochs' is not key=value"]),
