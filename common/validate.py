@@ -156,6 +156,7 @@ RULES = (
     Rule("method.center_momentum", number_in(0, 1), "a momentum in [0, 1]", "0.9"),
 )
 
+
 def _value(cfg: DictConfig, key: str):
     value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
     if isinstance(value, (DictConfig, ListConfig)):
