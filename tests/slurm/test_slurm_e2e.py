@@ -143,7 +143,7 @@ def test_two_task_job_trains_like_one_process_with_the_same_global_batch(workdir
     assert final_sacct_states(job, 1)[job][-1] == "COMPLETED"
     assert sorted(p.name for p in log.parent.glob(f"{job}_*_log.out")) == [f"{job}_0_log.out",
                                                                            f"{job}_1_log.out"]
-    runs = workdir / "runs" / "toy_paper"
+    runs = workdir / "runs" / "toy_paper" / "smoke"
     assert json.loads((runs / "ddp" / "done.json").read_text())["world_size"] == 2
     assert json.loads((runs / "single" / "done.json").read_text())["world_size"] == 1
     a, b = encoder_weights(runs / "single"), encoder_weights(runs / "ddp")
