@@ -361,10 +361,11 @@ def build_method(cfg, total_steps: int) -> MaskedPrediction:
 def build_train_data(cfg):
     d = cfg.data
     dataset = get_dataset(d.name, "train", root=d.root, subset=d.train_subset, seed=cfg.train.seed)
-    steps = [random_resized_crop(d.img_size, scale=tuple(d.crop_scale), interpolation=d.interpolation)]
-    if d.hflip:
-        steps.append(flip())
-    steps.append(normalize(d.norm_stats, channels=cfg.model.in_chans))
+    aug = d.aug
+    steps = [random_resized_crop(d.img_size, scale=tuple(aug.crop_scale), interpolation=aug.interpolation)]
+    if aug.flip_p:  # no flip step at all when off: the same random stream as without the key
+        steps.append(flip(float(aug.flip_p)))
+    steps.append(normalize(d.stats, channels=cfg.model.in_chans))
     grid = (d.img_size // cfg.model.patch_size,) * 2
     collate = MaskCollator(build_mask_generator(cfg.mask, grid), clones=cfg.mask.clones)
     return TransformedDataset(dataset, v2.Compose(steps)), collate

@@ -153,8 +153,11 @@ def load_config(paper: str, overrides: list[str] | tuple[str, ...] = (), validat
     `validate` also range-checks the values (common.validate); the run table of an
     experiment composes its base config without, as only the runs themselves must be valid.
     """
+    from common.validate import refuse_renamed_keys, refuse_renamed_overrides  # it imports ConfigError from here
+
     config_dir = paper_config_dir(paper)
     overrides = list(overrides)
+    refuse_renamed_overrides(overrides)
     groups = group_names(paper)
     group_ovr, value_ovr = [], []
     for o in overrides:
@@ -193,6 +196,7 @@ def load_config(paper: str, overrides: list[str] | tuple[str, ...] = (), validat
         check_override_type(key, OmegaConf.select(base, key, throw_on_missing=False),
                             OmegaConf.select(cfg, key, throw_on_missing=False), raw)
 
+    refuse_renamed_keys(cfg, str(config_dir))
     if not OmegaConf.is_missing(cfg, "paper") and cfg.paper != paper:  # a copied paper (docs/ADDING_A_PAPER.md)
         raise ConfigError(f"paper={cfg.paper!r} in {config_dir}/config.yaml is not its directory's name; "
                           f"set paper: {paper}")
@@ -202,7 +206,7 @@ def load_config(paper: str, overrides: list[str] | tuple[str, ...] = (), validat
                           "; pass them on the command line, e.g. " + " ".join(f"{k}=..." for k in missing))
     OmegaConf.set_struct(cfg, True)
     if validate:
-        from common.validate import validate_config  # it imports ConfigError from here
+        from common.validate import validate_config
         validate_config(cfg)
     return cfg
 
@@ -300,6 +304,15 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> str:
     atomic_write(existing, OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write(run_dir / "config_hash", digest + "\n")
     return digest
+
+
+def run_location(paper: str, scale: str, run: str, out_root: str | Path = "runs",
+                 results_root: str | Path = "results") -> DictConfig:
+    """The keys of a run's config that place it on disk, for code that knows a run only by
+    name (the runs of dvc_runs.yaml, a record's directory): what ``common.train.run_dir_of``
+    and ``eval.records.records_dir`` read, without composing the run's whole config."""
+    return OmegaConf.create({"paper": paper, "scale_name": scale, "run_name": run,
+                             "results_root": str(results_root), "train": {"out_root": str(out_root)}})
 
 
 def encoder_arch(cfg: DictConfig) -> dict:

@@ -24,7 +24,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from common.cli import OneLineArgumentParser, add_debug_flag, exit_interrupted, user_errors
-from common.config import ConfigError, config_hash, group_names, load_config, split_override
+from common.config import ConfigError, config_hash, group_names, load_config, paper_config_dir, split_override
 from common.errors import UserError
 
 
@@ -36,7 +36,8 @@ class RunSpec:
 
 
 def default_run_name(cfg: DictConfig) -> str:
-    return f"{cfg.method.name}-{cfg.scale_name}-{config_hash(cfg)[:8]}"
+    # no scale in a run's name: its directory has it (common.train.run_dir_of)
+    return f"{cfg.method.name}-{config_hash(cfg)[:8]}"
 
 
 def _refuse_conflicts(base: DictConfig, table: dict, overrides: list[str], groups: set[str]) -> None:
@@ -58,16 +59,36 @@ def _refuse_conflicts(base: DictConfig, table: dict, overrides: list[str], group
                                   f"selects {pinned[-1]}; drop {o}, or pass runs=null for a single run")
 
 
-def _selected(names: list[str], only: str | None, experiment: str) -> list[str]:
-    """The runs `--only a,b` keeps, in the experiment's order."""
+def _without_scale(name: str, names: list[str], scales: list[str]) -> str | None:
+    """The run that an old scale-prefixed name (`mini-simclr`, `mini_hybrid_clip`) is now."""
+    for scale in scales:
+        for sep in "-_":
+            rest = name.removeprefix(scale + sep)
+            if rest != name and rest in names:
+                return rest
+    return None
+
+
+def _selected(names: list[str], only: str | None, experiment: str, scales: list[str] = ()) -> list[str]:
+    """The runs `--only a,b` keeps, in the experiment's order. `scales`: the paper's scale
+    names, to point an old scale-prefixed run name to its new name."""
     if not only:
         return names
     wanted = only.split(",")
     unknown = [n for n in wanted if n not in names]
+    renamed = {n: new for n in unknown if (new := _without_scale(n, names, scales))}
+    if renamed:
+        fixed = ",".join(renamed.get(n, n) for n in wanted)
+        raise ConfigError(f"--only {only}: run names no longer carry the scale (a directory does: "
+                          f"<train.out_root>/<paper>/<scale>/<run>); use --only {fixed}")
     if unknown:
         raise ConfigError(f"--only names unknown run(s) {unknown}; experiment {experiment!r} has: "
                           f"{', '.join(names)}")
     return [n for n in names if n in wanted]
+
+
+def _scale_names(paper: str) -> list[str]:
+    return sorted(p.stem for p in (paper_config_dir(paper) / "scale").glob("*.yaml"))
 
 
 def plan_runs(paper: str, overrides: list[str], only: str | None = None) -> list[RunSpec]:
@@ -84,7 +105,7 @@ def plan_runs(paper: str, overrides: list[str], only: str | None = None) -> list
         return [RunSpec(name, [*overrides, f"run_name='{name}'"],
                         load_config(paper, [*overrides, f"run_name='{name}'"]))]
     _refuse_conflicts(base, table, overrides, group_names(paper))
-    table = {name: table[name] for name in _selected(list(table), only, base.experiment_name)}
+    table = {name: table[name] for name in _selected(list(table), only, base.experiment_name, _scale_names(paper))}
     specs = []
     for name, run_overrides in table.items():
         full = [*(run_overrides or []), *overrides, f"run_name='{name}'"]

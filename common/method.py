@@ -99,8 +99,7 @@ def input_meta_of(cfg, img_size: int | None = None) -> dict:
     its training images, ``img_size`` or else ``data.img_size`` (``model.img_size`` where the
     data config has none)."""
     data = cfg.data
-    # bootleg and hybrid_distill call the statistics data.norm_stats until issue 15 renames it
-    stats = data.stats if "stats" in data else data.norm_stats
+    stats = data.stats
     if img_size is None:
         img_size = data.img_size if "img_size" in data else cfg.model.img_size
     return input_meta(str(stats), int(cfg.model.in_chans), int(img_size))

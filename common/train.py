@@ -206,7 +206,13 @@ def lr_wd_at(step: int, plan: Plan, base_lr: float, optim: DictConfig) -> tuple[
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
-    return Path(str(cfg.train.out_root)) / str(cfg.paper) / str(cfg.run_name)
+    """Where a run trains, resumes and exports: ``<train.out_root>/<paper>/<scale>/<run>/``.
+
+    The scale is part of the path, so a smoke run and a mini run of one name never share a
+    directory (nor trip each other's config-hash guard). The one place this layout is written;
+    its records go to ``eval.records.records_dir``.
+    """
+    return Path(str(cfg.train.out_root), str(cfg.paper), str(cfg.scale_name), str(cfg.run_name))
 
 
 class JsonlLogger:
@@ -290,7 +296,7 @@ def _ignore_sigint(worker_id: int) -> None:
 
 
 def run_label(cfg: DictConfig) -> str:
-    return f"{cfg.paper}/{cfg.run_name}"
+    return f"{cfg.paper}/{cfg.scale_name}/{cfg.run_name}"
 
 
 def interrupted_message(cfg: DictConfig, ckpts: CheckpointManager, step: int | None = None) -> str:
@@ -427,8 +433,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     monitor = HookRunner(load_hooks(cfg) if main else [], logger, main)
     sampler = ResumableDistributedSampler(len(dataset), num_replicas=dist.world_size(),
                                           rank=dist.rank(), seed=seed, shuffle=True, drop_last=True)
-    bar = _progress(plan.total_steps, step, main and cfg.train.get("progress", True),
-                    f"{cfg.paper}/{cfg.run_name}")
+    bar = _progress(plan.total_steps, step, main and cfg.train.get("progress", True), run_label(cfg))
     accum = int(cfg.optim.accum_steps)
     batch_dims = getattr(collate_fn, "batch_dims", None)  # the collator's layout of its batch
     log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every_steps)

@@ -31,6 +31,46 @@ ACCEPTED_TYPES = {
 }
 
 
+_ABSENT = object()
+
+# One name per concept across the papers: old key -> new key. An old key under which a group
+# of keys moved (`crop`) renames every key under it (`crop.n_local` -> `data.aug.n_local`).
+# A config or an override that still uses an old name is refused with the new one.
+RENAMED_KEYS = {
+    "data.norm_stats": "data.stats",                   # Bootleg, Hybrid Distill (SDSSL, UDI: data.stats)
+    "data.crop_scale": "data.aug.crop_scale",          # augmentation keys live under data.aug (SDSSL's place)
+    "data.interpolation": "data.aug.interpolation",
+    "data.hflip": "data.aug.flip_p",                   # a probability like UDI's: true -> 0.5, false -> 0.0
+    "crop": "data.aug",                                # UDI's multi-crop keys
+}
+
+
+def renamed_key(key: str) -> str | None:
+    """The new name of `key` if it is (or lies under) an old name of RENAMED_KEYS, else None."""
+    for old, new in RENAMED_KEYS.items():
+        if key == old or key.startswith(old + "."):
+            return new + key[len(old):]
+    return None
+
+
+def refuse_renamed_overrides(overrides) -> None:
+    """An override `old=value` fails with the key's new name (before "unknown key" would)."""
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        new = renamed_key(key)
+        if new is not None:
+            raise ConfigError(f"{key} was renamed {new}: set {new} instead (docs/ERRORS.md)")
+
+
+def refuse_renamed_keys(cfg: DictConfig, where: str) -> None:
+    """A composed config (a paper's or an experiment's YAML) that still sets an old key fails
+    with the new name; `where` names the config directory to edit."""
+    for old, new in RENAMED_KEYS.items():
+        if OmegaConf.select(cfg, old, default=_ABSENT, throw_on_missing=False) is not _ABSENT:
+            raise ConfigError(f"{where} sets {old}, which was renamed {new}: rename the key in its YAML "
+                              "(docs/ERRORS.md)")
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -120,8 +160,6 @@ RULES = (
     Rule("method.momentum_teacher", number_in(0, 1), "a momentum in [0, 1]", "0.996"),
     Rule("method.center_momentum", number_in(0, 1), "a momentum in [0, 1]", "0.9"),
 )
-
-_ABSENT = object()
 
 
 def renamed_message(old: str) -> str:

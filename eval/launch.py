@@ -6,10 +6,12 @@
 
 ``checkpoint`` is an ``encoder.pt``, a run directory holding one, ``pixels`` or
 ``random:<encoder.pt | arch.json>`` (the two floor rows of every table). ``protocol`` may be a
-comma-separated list. Records go to ``out`` (default ``results/<paper>/<run>``; floors, which
-belong to no paper's table, to ``results/misc/floors-<data>-<scale>/<pixels | random-init-<init>>``,
-the one floor layout of eval/tables.py). ``--slurm`` submits one job per protocol as a job array
-through ``common.launch``'s submitit executor.
+comma-separated list. Records go to ``out`` (default: the run's ``results/<paper>/<scale>/<run>``
+when a run directory's ``config.yaml`` is beside the encoder, else ``results/<paper>/<run>`` from
+its meta; floors, which belong to no paper's table, to
+``results/misc/floors-<data>-<scale>/<pixels | random-init-<init>>``, the one floor layout of
+eval/tables.py). ``--slurm`` submits one job per protocol as a job array through
+``common.launch``'s submitit executor.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ EMPTY_HELP = {
     "checkpoint": "checkpoint= is empty: pass an encoder.pt, a run directory, pixels, or random:<encoder.pt|arch.json>",
     "protocol": "protocol= is empty: pass protocol=knn (a comma-separated list, or all), "
                 "or leave protocol out for the default protocols",
-    "out": "out= is empty: pass a directory for the records, or leave out= out for results/<paper>/<run>",
+    "out": "out= is empty: pass a directory for the records, or leave out= out for results/<paper>/<scale>/<run>",
 }
 CHECKPOINT_HELP = "checkpoint=PATH is required: an encoder.pt, a run directory, pixels, or random:<encoder.pt|arch.json>"
 
@@ -69,6 +71,12 @@ def default_out_dir(spec: str, data: str, seed: int = 0, root: str = "results", 
         out = floors / random_floor_name(enc.meta["init"])
         refuse_other_floor(out, enc.sha256)
         return out
+    run_config = Path(spec) / "config.yaml" if Path(spec).is_dir() else Path(spec).with_name("config.yaml")
+    if run_config.is_file():  # a run directory: the records of its run, as after its training
+        from eval.records import records_dir
+
+        return records_dir(OmegaConf.merge(OmegaConf.load(run_config), {"results_root": str(root)}))
+    # an encoder from outside a run directory: no scale to file it under
     return Path(root) / str(enc.meta.get("paper") or NO_PAPER) / str(enc.meta.get("run") or enc.sha256[:12])
 
 

@@ -7,8 +7,8 @@
   preprocessing) on a fixed class-balanced labelled subset of the eval dataset: the number
   equals ``eval.api.evaluate(..., "knn")`` with ``train_subset``/``val_subset`` set to the
   same sizes, and gives each run a learning curve in ``log.jsonl``;
-* ``plot_knn_curves``: one PNG per paper with the curves of its runs
-  (``python -m eval.monitor runs/<paper> [...]``).
+* ``plot_knn_curves``: one PNG per paper and scale with the curves of its runs
+  (``python -m eval.monitor runs/<paper>/<scale> [...]``).
 
 The hooks are ``common.hooks`` training hooks: a paper config selects them with
 ``train.hooks: [eval.monitor:training_hooks]`` and their settings are ``train.health`` and
@@ -210,7 +210,7 @@ def plot_knn_curves(runs_dir: str | Path, out: str | Path | None = None) -> Path
         ax.plot(steps, values, marker="o", markersize=3, label=run)
     ax.set_xlabel("training step")
     ax.set_ylabel("online k-NN top-1 (%)")
-    ax.set_title(Path(runs_dir).name)
+    ax.set_title("/".join(Path(runs_dir).parts[-2:]))  # <paper>/<scale>
     ax.legend(fontsize=7)
     return save_figure(fig, out or Path(runs_dir) / "knn_online.png", dpi=120)
 
@@ -219,8 +219,9 @@ def main(argv=None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m eval.monitor",
-                                     description="Plot the online k-NN curves of every run of a paper.")
-    parser.add_argument("runs_dirs", nargs="+", help="run directories of one paper each, e.g. runs/bootleg")
+                                     description="Plot the online k-NN curves of every run of a paper at one scale.")
+    parser.add_argument("runs_dirs", nargs="+",
+                        help="directories of the runs of one paper and scale each, e.g. runs/bootleg/mini")
     args = parser.parse_args(argv)
     for runs_dir in args.runs_dirs:
         path = plot_knn_curves(runs_dir)

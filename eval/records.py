@@ -1,7 +1,8 @@
 """Result records with provenance (docs/CONTRACTS.md, "Evaluation records").
 
-One JSON file per (run, protocol): ``<out_dir>/<protocol>.json``. A record holds a headline
-``metric``/``value`` and every number of the protocol in ``metrics``.
+One JSON file per (run, protocol): ``<out_dir>/<protocol>.json``, where a run's ``out_dir`` is
+``records_dir(cfg)``. A record holds a headline ``metric``/``value`` and every number of the
+protocol in ``metrics``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,21 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self.start
 
 
+# the top directory of the records of the cross-paper protocol set (scripts/cross_eval.py)
+CROSS = "cross"
+
+
+def records_dir(cfg, paper: str | None = None) -> Path:
+    """Where the records of a run go: ``<results_root>/<paper>/<scale>/<run>/`` (one
+    ``<protocol>.json`` each, an extra evaluation in a subdirectory of its name).
+
+    ``paper`` files them under another top directory: ``CROSS`` for the cross-paper protocols.
+    The one place this layout is written, beside ``common.train.run_dir_of`` for the run
+    directory; the scale keeps smoke and mini records of one run name apart.
+    """
+    return Path(str(cfg.results_root), paper or str(cfg.paper), str(cfg.scale_name), str(cfg.run_name))
+
+
 def make_record(*, protocol: str, metric: str, metrics: dict, identity: dict, dataset: str,
                 dataset_hash: str, wall_time_s: float, extra: dict | None = None) -> dict:
     """``identity``: method, paper, run, table, row, checkpoint_sha256, config_hash (+ any)."""
@@ -48,12 +64,6 @@ def make_record(*, protocol: str, metric: str, metrics: dict, identity: dict, da
             record.setdefault(k, v)
     record.update(extra or {})
     return record
-
-
-def records_dir(cfg) -> Path:
-    """The records directory of the run ``cfg`` describes (its ``results_root``, paper and run
-    name): the one place that layout is spelled, so tables and launchers never build it."""
-    return Path(str(cfg.results_root)) / str(cfg.paper) / str(cfg.run_name)
 
 
 def extra_records_dir(cfg, name: str) -> Path:

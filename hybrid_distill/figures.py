@@ -27,8 +27,8 @@ from hybrid_distill.manifest import MissingTeacherError, resolve_encoder_teacher
 PAPER = "hybrid_distill"
 REPO = Path(__file__).resolve().parents[1]
 TEACHERS = {"deit": "supervised ('DeiT')", "clip": "MoCo v3 ('CLIP')", "mae": "MAE"}
-DISTILL = {"mini_distill_deit": "Distill-DeiT", "mini_distill_mae": "Distill-MAE", "mini_distill_clip": "Distill-CLIP"}
-HYBRID = {"mini_hybrid_clip": "Hybrid Distill † (MAE + MoCo v3)"}
+DISTILL = {"distill_deit": "Distill-DeiT", "distill_mae": "Distill-MAE", "distill_clip": "Distill-CLIP"}
+HYBRID = {"hybrid_clip": "Hybrid Distill † (MAE + MoCo v3)"}
 
 
 def analysis_record(encoder: Path | None, out_dir: Path, eval_cfg) -> dict | None:

@@ -395,9 +395,10 @@ class DistillCollate:
 def build_train_data(cfg) -> tuple[Dataset, DistillCollate]:
     d = cfg.data
     dataset = get_dataset(d.name, "train", root=d.root, subset=d.train_subset, seed=int(cfg.train.seed))
-    steps = [random_resized_crop(int(d.img_size), scale=tuple(d.crop_scale), interpolation=d.interpolation)]
-    if d.hflip:
-        steps.append(flip())
+    aug = d.aug
+    steps = [random_resized_crop(int(d.img_size), scale=tuple(aug.crop_scale), interpolation=aug.interpolation)]
+    if aug.flip_p:  # no flip step at all when off: the same random stream as without the key
+        steps.append(flip(float(aug.flip_p)))
     steps.append(v2.ToDtype(torch.float32, scale=True))
     collate = DistillCollate()
     mask = cfg.method.mask

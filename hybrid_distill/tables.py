@@ -73,10 +73,10 @@ ABLATIONS = {
 }
 # The mini rows and the Table 1 row each mirrors (paper IN-1K fine-tuning top-1).
 MINI = {
-    "mini_distill_deit": ("Distill-DeiT (supervised teacher)", "b300_distill_deit"),
-    "mini_distill_mae": ("Distill-MAE", "b300_distill_mae"),
-    "mini_distill_clip": ("Distill-CLIP (MoCo v3 teacher)", "b300_distill_clip"),
-    "mini_hybrid_clip": ("Hybrid Distill † (MAE + MoCo v3)", "b300_hybrid_clip"),
+    "distill_deit": ("Distill-DeiT (supervised teacher)", "b300_distill_deit"),
+    "distill_mae": ("Distill-MAE", "b300_distill_mae"),
+    "distill_clip": ("Distill-CLIP (MoCo v3 teacher)", "b300_distill_clip"),
+    "hybrid_clip": ("Hybrid Distill † (MAE + MoCo v3)", "b300_hybrid_clip"),
 }
 FINETUNE = Column("IN-1K fine-tune top-1", "finetune")
 

@@ -28,11 +28,11 @@ class Claim:
 CLAIMS = (
     Claim("bootleg", "bootleg", "ijepa", "abstract: Bootleg outperforms comparable baselines (+10% over I-JEPA)"),
     Claim("bootleg", "bootleg", "mae", "abstract: Bootleg outperforms comparable baselines (MAE, the generative one)"),
-    Claim("sdssl", "mini-sd_simclr", "mini-simclr", "abstract: SDSSL outperforms SimCLR in linear and k-NN"),
-    Claim("sdssl", "mini-sd_byol", "mini-byol", "abstract: SDSSL outperforms BYOL in linear and k-NN"),
-    Claim("sdssl", "mini-sd_moco_v3", "mini-moco_v3", "abstract: SDSSL outperforms MoCo v3 in linear and k-NN"),
-    Claim("hybrid_distill", "mini_hybrid_clip", "mini_distill_mae", "Tab. 1: Hybrid Distill surpasses Distill-MAE"),
-    Claim("hybrid_distill", "mini_hybrid_clip", "mini_distill_clip", "Tab. 1: Hybrid Distill (CLIP+MAE) outperforms Distill-CLIP"),
+    Claim("sdssl", "sd_simclr", "simclr", "abstract: SDSSL outperforms SimCLR in linear and k-NN"),
+    Claim("sdssl", "sd_byol", "byol", "abstract: SDSSL outperforms BYOL in linear and k-NN"),
+    Claim("sdssl", "sd_moco_v3", "moco_v3", "abstract: SDSSL outperforms MoCo v3 in linear and k-NN"),
+    Claim("hybrid_distill", "hybrid_clip", "distill_mae", "Tab. 1: Hybrid Distill surpasses Distill-MAE"),
+    Claim("hybrid_distill", "hybrid_clip", "distill_clip", "Tab. 1: Hybrid Distill (CLIP+MAE) outperforms Distill-CLIP"),
     Claim("udi", "udi", "dino", "Tab. 4: UDI outperforms DINO in linear probing and k-NN"),
 )
 

@@ -4,7 +4,7 @@ Every method of the four papers goes through exactly the same protocols, with th
 config, so the rows of RESULTS.md are comparable: k-NN, linear (final token and one head per
 block), attentive probe, low-shot 1%/10%, and k-NN transfer to MNIST-5k.
 
-    python scripts/cross_eval.py --run bootleg-mini          # records in results/cross/<run>/
+    python scripts/cross_eval.py --run bootleg               # records in results/cross/<scale>/<run>/
     python scripts/cross_eval.py --floors                    # pixels + a random encoder per init,
                                                              # in results/cross/floors-cross-<scale>/
     python scripts/cross_eval.py --run bootleg-seed1 --trim  # a seed run: k-NN + last-block linear
@@ -18,7 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from common.config import run_location
+from common.train import run_dir_of
 from eval.api import evaluate
+from eval.records import CROSS, records_dir
 from eval.tables import ensure_floors, floors_dir, make_floors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,12 +84,13 @@ def main(argv=None) -> int:
     what.add_argument("--floors", action="store_true",
                       help="raw pixels and a random encoder per distinct init of the runs")
     p.add_argument("--scale", choices=("smoke", "mini"), default="mini")
-    p.add_argument("--runs-root", default="runs")
-    p.add_argument("--results", default="results/cross")
+    p.add_argument("--runs-root", default="runs", help="train.out_root of the runs")
+    p.add_argument("--results-root", default="results",
+                   help="records go to <results-root>/cross/<scale>/<run>/ (floors: <results-root>/cross/floors-cross-<scale>/)")
     p.add_argument("--trim", action="store_true",
                    help="only k-NN and the last-block linear head (the extra seeds of the headline runs)")
     args = p.parse_args(argv)
-    out = Path(args.results)
+    out = Path(args.results_root) / CROSS
     if args.floors:
         evaluate_floors(out, args.scale)
         return 0
@@ -96,8 +100,8 @@ def main(argv=None) -> int:
         print(f"error: unknown run(s) {unknown}; known: {', '.join(runs)}", file=sys.stderr)
         return 2
     for run in args.run:
-        encoder = Path(args.runs_root) / runs[run]["paper"] / run / "encoder.pt"
-        evaluate_all(str(encoder), out / run, args.scale, trim=args.trim)
+        where = run_location(runs[run]["paper"], args.scale, run, args.runs_root, args.results_root)
+        evaluate_all(str(run_dir_of(where) / "encoder.pt"), records_dir(where, CROSS), args.scale, trim=args.trim)
     return 0
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from common.config import run_location
+from common.train import run_dir_of
 from eval.records import load_records
 
 PROVENANCE = ("checkpoint_sha256", "config_hash", "git_commit", "hardware", "dataset_hash", "created")
@@ -32,42 +34,49 @@ def check_provenance(record: dict) -> None:
                               "re-run its evaluation with eval/launch.py (which records them)")
 
 
-def zoo_entries(records: list[dict], runs_root: Path, results_root: Path = Path("results")) -> dict[str, list[dict]]:
-    """Model entries per paper, one per (paper, run), newest record per protocol."""
-    by_run: dict[tuple[str, str], list[dict]] = defaultdict(list)
+def model_of(rec: dict, results_root: Path) -> tuple[str, str, str] | None:
+    """(paper, scale, run) of a record that eval.records.records_dir filed for a run of its paper,
+    `<results_root>/<paper>/<scale>/<run>/[<extra evaluation>/]<protocol>.json`; None for the
+    others: results/cross/ repeats the runs under the cross-paper protocols, results/sweeps/
+    holds recipe sweeps whose encoders are not kept, and the teachers that another paper's
+    launcher trained are filed under that paper (results/hybrid_distill/teachers/)."""
+    parts = Path(rec["_path"]).relative_to(results_root).parts
+    if len(parts) < 4 or parts[0] != rec.get("paper"):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def zoo_entries(records: list[dict], runs_root: Path, results_root: Path) -> dict[str, list[dict]]:
+    """Model entries per paper, one per (paper, scale, run), newest record per protocol. A model
+    is named by its records' directory, not by the `run` field inside them, so records made
+    before a run was renamed join the model of its new name."""
+    by_run: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for rec in records:
-        # floors are not models; results/cross/ repeats the runs under the cross-paper protocols;
-        # results/sweeps/ holds recipe sweeps, whose encoders are not kept
         floor = rec.get("method") in FLOOR_METHODS or rec.get("encoder_kind") in FLOOR_METHODS
-        if floor or {"cross", "sweeps"} & set(Path(rec["_path"]).parts):
+        model = None if floor else model_of(rec, results_root)  # floors are not models
+        if model is None:
             continue
         check_provenance(rec)
-        # records of encoders built outside a paper's loop (e.g. the supervised teacher made by
-        # eval's fine-tuning) carry no paper/run: file them under their results directory
-        # a model is named by its results directory, results/<paper>/<name>/..., which also
-        # separates earlier runs kept under another name
-        parts = Path(rec["_path"]).parts
-        top = parts.index(results_root.name)
-        paper = rec.get("paper") or parts[top + 1]
-        name = parts[top + 2] if len(parts) > top + 3 else str(rec.get("run"))
-        by_run[(paper, name)].append(rec)
+        by_run[model].append(rec)
     zoo: dict[str, list[dict]] = defaultdict(list)
-    for (paper, run), recs in sorted(by_run.items()):
+    for (paper, scale, run), recs in sorted(by_run.items()):
         shas = {r["checkpoint_sha256"] for r in recs}
         if len(shas) > 1:
-            raise ProvenanceError(f"run {paper}/{run} has records of {len(shas)} different checkpoints "
+            raise ProvenanceError(f"run {paper}/{scale}/{run} has records of {len(shas)} different checkpoints "
                                   f"({sorted(s[:12] for s in shas)}); re-evaluate the current one")
         first = recs[0]
         results = {}
         for r in sorted(recs, key=lambda r: r["created"]):
             results[r["protocol"]] = {"metric": r["metric"], "value": round(float(r["value"]), 4),
                                       "record": r["_path"]}
+        run_dir = run_dir_of(run_location(paper, scale, run, runs_root))
         zoo[paper].append({
             "name": run,
+            "scale": scale,
             "method": first["method"],
-            "config": str(runs_root / paper / run / "config.yaml"),
+            "config": str(run_dir / "config.yaml"),
             "config_hash": first["config_hash"],
-            "checkpoint": str(runs_root / paper / run / "encoder.pt"),
+            "checkpoint": str(run_dir / "encoder.pt"),
             "sha256": first["checkpoint_sha256"],
             "training_time_s": first.get("train_time_s"),
             "training_hardware": first.get("train_hardware") or first["hardware"],

@@ -2,7 +2,8 @@
 
 The list is derived from each paper's default experiment (its mini comparison), so adding a
 run to a paper's experiment config and re-running this script adds `pretrain@<run>` and
-`eval@<run>` stages; nothing is listed by hand. With `seeds: n` in params.yaml, the headline
+`eval@<run>` stages; nothing is listed by hand. A stage key is the run name alone (no paper,
+no scale: those are directories of its outputs), so two papers may not define the same name. With `seeds: n` in params.yaml, the headline
 runs of each paper (scripts/seeds.py) get n-1 more pretraining seeds, listed under `seed_runs`
 (their `pretrain_seed@<run>-seed<i>` and `eval_seed@...` stages).
 
@@ -58,8 +59,11 @@ def collect(papers=None, seeds: int = 1) -> dict:
         experiments[paper] = {"experiment": experiment_of(planned[0].cfg)}
         for spec in planned:
             if spec.name in runs:
-                raise SystemExit(f"run name {spec.name!r} is used by {runs[spec.name]['paper']} and {paper}; "
-                                 "DVC stage names must be unique")
+                other = runs[spec.name]["paper"]
+                raise SystemExit(f"run name {spec.name!r} is defined by both {other} and {paper}: the DVC stages "
+                                 "pretrain@<run> and eval@<run> are named by the run alone; rename it in the runs "
+                                 f"table of one paper's default experiment ({other}/configs/experiment/ or "
+                                 f"{paper}/configs/experiment/)")
             runs[spec.name] = {"paper": paper, "extra_dep": EXTRA_DEPS.get(paper, f"{paper}/configs")}
             specs.append(spec)
     return {"papers": experiments, "runs": runs, "seed_runs": seed_runs(runs, seeds),

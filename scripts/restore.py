@@ -139,6 +139,8 @@ def expected_seconds(stage: str, runs: dict, scale: str, results: Path, config_h
     """Seconds the committed pipeline run spent on `stage`, from its result records; None if unknown.
     A run's records count only if they are of the run's current config (`config_hashes`);
     `papers` (of dvc_runs.yaml) names the experiment whose floors `floors@<paper>` makes."""
+    from common.config import run_location
+    from eval.records import CROSS, records_dir
     from eval.tables import floors_dir
 
     kind, _, run = stage.partition("@")
@@ -146,10 +148,11 @@ def expected_seconds(stage: str, runs: dict, scale: str, results: Path, config_h
         paper = runs.get(run, {}).get("paper")
         if paper is None:
             return None
-        own = [r for r in _records(results / paper / run) if r.get("config_hash") == config_hashes.get(run)]
+        where = run_location(paper, scale, run, results_root=results)
+        own = [r for r in _records(records_dir(where)) if r.get("config_hash") == config_hashes.get(run)]
         if kind == "pretrain":
             return _training_seconds(own) or None
-        cross = [r for r in _records(results / "cross" / run) if r.get("config_hash") == config_hashes.get(run)]
+        cross = [r for r in _records(records_dir(where, CROSS)) if r.get("config_hash") == config_hashes.get(run)]
         return sum(r["wall_time_s"] for r in own + cross) or None
     if kind == "teachers":
         teachers = _records(results / "hybrid_distill" / "teachers")
@@ -176,13 +179,19 @@ def duration(seconds: float | None) -> str:
 
 
 # --------------------------------------------------------------------------- pinned hashes
+def checked_outputs(stages: list[str], pipeline: Pipeline) -> list[str]:
+    """The cached outputs of `stages` that a rebuild is compared on (not the ones holding wall times)."""
+    return [path for s in stages for path, use_cache in pipeline.outs[s]
+            if use_cache and Path(path).name not in TIMED_OUTPUTS]
+
+
 def pinned_hashes(lock: dict, stages: list[str], pipeline: Pipeline) -> dict[str, str]:
-    """md5 per cached output of `stages` in a dvc.lock, leaving out the ones holding wall times."""
-    cached = {path for s in stages for path, use_cache in pipeline.outs[s] if use_cache}
+    """md5 per checked output of `stages` that a dvc.lock pins."""
+    checked = set(checked_outputs(stages, pipeline))
     hashes = {}
     for stage in stages:
         for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
-            if out["path"] in cached and Path(out["path"]).name not in TIMED_OUTPUTS:
+            if out["path"] in checked:
                 hashes[out["path"]] = out.get("md5")
     return hashes
 
@@ -192,7 +201,11 @@ def read_lock() -> dict:
     return yaml.safe_load(lock.read_text()) if lock.exists() else {}
 
 
-def compare_with_pinned(pinned: dict[str, str], rebuilt: dict[str, str]) -> int:
+def compare_with_pinned(pinned: dict[str, str], rebuilt: dict[str, str], checked: list[str]) -> int:
+    unpinned = [p for p in checked if p not in pinned]
+    if unpinned and pinned:  # e.g. a smoke rebuild against a mini lock: its run directories are other paths
+        print(f"restore: dvc.lock pinned no hash for {', '.join(unpinned)} (a lock of another scale pins "
+              "other run directories); not compared")
     if not pinned:
         print("restore: dvc.lock pinned none of these outputs before the rebuild; nothing to compare")
         return 0
@@ -272,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"restore: `dvc repro -s {stage}` failed (exit {rebuilt.returncode}); the stages before "
                   "it are done, run the same command again to continue", file=sys.stderr)
             return rebuilt.returncode
-    return compare_with_pinned(pinned, pinned_hashes(read_lock(), plan, pipeline))
+    return compare_with_pinned(pinned, pinned_hashes(read_lock(), plan, pipeline), checked_outputs(plan, pipeline))
 
 
 if __name__ == "__main__":

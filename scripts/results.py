@@ -1,19 +1,19 @@
 """Render RESULTS.md: every method of the four papers at the same mini budget, same protocols.
 
-Reads the records written by scripts/cross_eval.py (results/cross/) and draws two plots:
+Reads the records written by scripts/cross_eval.py (results/cross/<scale>/<run>/ and the floors
+in results/cross/floors/) and draws two plots:
 linear-probe accuracy per block for every method, and accuracy against training cost.
 Every number in the table links to the record it comes from. The headline runs with extra
 pretraining seeds (`seed_runs` of dvc_runs.yaml) show k-NN and linear as mean +- std over the
 seeds that have records, and the Claims section tests each paper's claimed direction on them
 (scripts/claims.py); the same claims table goes to results/claims.json.
 
-    python scripts/results.py [--results results/cross] [--out RESULTS.md] [--plots docs/results]
-                              [--claims results/claims.json]
+    python scripts/results.py [--results-root results] [--scale mini] [--out RESULTS.md]
+                              [--plots docs/results] [--claims results/claims.json]
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import re
 import sys
@@ -21,8 +21,10 @@ from pathlib import Path
 
 import yaml
 
+from common.config import run_location
+from common.train import run_dir_of
 from eval.encoders import floor_label
-from eval.records import load_records
+from eval.records import CROSS, load_records, records_dir
 from scripts.claims import CLAIMS, LEVEL, assess, mean_std
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,23 +125,18 @@ def render_claims(claims: list[dict]) -> list[str]:
     return lines
 
 
-def train_cost(paper: str | None, run: str) -> tuple[float | None, float | None]:
+def train_cost(paper: str | None, run: str, scale: str) -> tuple[float | None, float | None]:
     """Pretraining wall time (s) and peak memory (MB) from the run's done.json, else from the
     paper's own records of the run, which copy both (runs/ comes from DVC, results/ is committed)."""
     if not paper:
         return None, None
-    done = REPO / "runs" / str(paper) / run / "done.json"
+    where = run_location(paper, scale, run, REPO / "runs", REPO / "results")
+    done = run_dir_of(where) / "done.json"
     if done.exists():
         summary = json.loads(done.read_text())
         return summary.get("train_time_s"), summary.get("peak_memory_mb")
-    record = next((r for r in paper_records(paper) if r.get("run") == run and r.get("train_time_s")), {})
+    record = next((r for r in load_records([records_dir(where)]) if r.get("train_time_s")), {})
     return record.get("train_time_s"), record.get("train_peak_memory_mb")
-
-
-@functools.cache
-def paper_records(paper: str) -> list[dict]:
-    """Every record under results/<paper>/ (found by content, not by the layout below it)."""
-    return load_records([REPO / "results" / paper])
 
 
 def per_layer(rec: dict | None) -> dict[int, float]:
@@ -148,21 +145,27 @@ def per_layer(rec: dict | None) -> dict[int, float]:
     return {int(m.group(1)): v for k, v in rec["metrics"].items() if (m := PER_LAYER.match(k))}
 
 
-def collect(results: Path) -> dict[str, dict[tuple[str, str], dict]]:
-    """{row name: {(protocol, subdir): record}}, one row per run or floor."""
+def collect(results_root: Path, scale: str, runs: dict) -> dict[str, dict[tuple[str, str], dict]]:
+    """{row name: {(protocol, subdir): record}}: one row per run of `runs` (dvc_runs.yaml
+    entries, seed runs included) that has cross-paper records at `scale`, and one per floor.
+    A row is named by its records' directory, not by the `run` field inside them, so records
+    made before a run was renamed fill the row of its new name."""
+    dirs = {name: records_dir(run_location(entry["paper"], scale, name, results_root=results_root), CROSS)
+            for name, entry in runs.items()}
+    floors = Path(results_root) / CROSS / "floors"
+    dirs.update({d.name: d for d in sorted(floors.iterdir()) if d.is_dir()} if floors.is_dir() else {})
     rows: dict[str, dict[tuple[str, str], dict]] = {}
-    for rec in load_records([results]):
-        path = Path(rec["_path"])
-        sub = path.parent.name if path.parent.name == "mnist5k" else ""
-        row_dir = path.parent.parent if sub else path.parent
-        rows.setdefault(row_dir.name, {})[(rec["protocol"], sub)] = rec
+    for name, d in dirs.items():
+        for rec in load_records([d]) if d.is_dir() else []:
+            sub = Path(rec["_path"]).parent.name if Path(rec["_path"]).parent != d else ""
+            rows.setdefault(name, {})[(rec["protocol"], sub)] = rec
     return rows
 
 
-def render(results: Path, out: Path, plots: Path) -> str:
+def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
     runs = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["runs"]
     seeds = seed_table()
-    rows = collect(results)
+    rows = collect(results_root, scale, {**runs, **seeds})
     lines = ["# Cross-paper results at the mini budget", "",
              "Every method below was pretrained on Fashion-MNIST at its paper's mini scale and evaluated "
              "by `scripts/cross_eval.py` with one eval config on the same class-balanced subsets (10,000 training and 2,000 test images; k-NN k=20, T=0.07; linear probe grid on "
@@ -189,7 +192,7 @@ def render(results: Path, out: Path, plots: Path) -> str:
         paper = runs[name]["paper"] if name in runs else "floor"
         layers = per_layer(recs.get(("linear", ""))) if name != "pixels" else {}
         best = f"{max(layers.values()):.1f} (block {max(layers, key=layers.get)})" if layers else "–"
-        seconds, mem = train_cost(runs.get(name, {}).get("paper"), name)
+        seconds, mem = train_cost(runs.get(name, {}).get("paper"), name, scale)
         cost = [f"{seconds / 60:.1f}" if seconds else "–", f"{mem / 1024:.2f}" if mem else "–"]
         cells = [_seeded_cell(seed_values(rows, seeds, name, column), out) if column[0] in SEEDED
                  else _cell(recs.get((column[1], column[3])), column[2], out) for column in COLUMNS]
@@ -199,12 +202,12 @@ def render(results: Path, out: Path, plots: Path) -> str:
     commits = sorted({r["git_commit"] for recs in rows.values() for r in recs.values()})
     lines += ["", f"Hardware: {'; '.join(h for h in hardware if h)}. Evaluation commits: {', '.join(commits)}.", ""]
     lines += [*render_claims(claims_rows(rows, seeds)), ""]
-    for png in draw({name: recs for name, recs in rows.items() if name not in seeds}, runs, plots):
+    for png in draw({name: recs for name, recs in rows.items() if name not in seeds}, runs, scale, plots):
         lines.append(f"![{png.stem}]({_rel(str(png), out)})")
     return "\n".join(lines) + "\n"
 
 
-def draw(rows, runs, plots: Path) -> list[Path]:
+def draw(rows, runs, scale: str, plots: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -229,7 +232,7 @@ def draw(rows, runs, plots: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 5))
     for name, recs in rows.items():
         layers = per_layer(recs.get(("linear", "")))
-        seconds, _ = train_cost(runs.get(name, {}).get("paper"), name)
+        seconds, _ = train_cost(runs.get(name, {}).get("paper"), name, scale)
         if layers and seconds:
             acc = layers[max(layers)]
             ax.scatter(seconds / 60, acc)
@@ -246,16 +249,20 @@ def draw(rows, runs, plots: Path) -> list[Path]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default="results/cross")
+    p.add_argument("--results-root", default="results", help="the cross-paper records are under <results-root>/cross/")
+    p.add_argument("--scale", choices=("smoke", "mini"), default="mini", help="the scale of the pipeline (params.yaml)")
     p.add_argument("--out", default="RESULTS.md")
     p.add_argument("--plots", default="docs/results")
     p.add_argument("--claims", default="results/claims.json")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    out.write_text(render(Path(args.results), out, Path(args.plots)))
+    out, results_root = Path(args.out), Path(args.results_root)
+    out.write_text(render(results_root, args.scale, out, Path(args.plots)))
     print(f"wrote {out}")
     claims = Path(args.claims)
-    claims.write_text(json.dumps(claims_rows(collect(Path(args.results)), seed_table()), indent=1) + "\n")
+    runs = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["runs"]
+    seeds = seed_table()
+    claims.write_text(json.dumps(claims_rows(collect(results_root, args.scale, {**runs, **seeds}), seeds),
+                                 indent=1) + "\n")
     print(f"wrote {claims}")
     return 0
 

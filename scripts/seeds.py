@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 # the runs of each paper's headline comparison (dvc_runs.yaml names)
 HEADLINE_RUNS = {
     "bootleg": ("bootleg", "ijepa", "mae"),
-    "sdssl": ("mini-simclr", "mini-sd_simclr", "mini-byol", "mini-sd_byol", "mini-moco_v3", "mini-sd_moco_v3"),
-    "hybrid_distill": ("mini_hybrid_clip", "mini_distill_mae", "mini_distill_clip", "mini_distill_deit"),
+    "sdssl": ("simclr", "sd_simclr", "byol", "sd_byol", "moco_v3", "sd_moco_v3"),
+    "hybrid_distill": ("hybrid_clip", "distill_mae", "distill_clip", "distill_deit"),
     "udi": ("udi", "dino"),
 }
 

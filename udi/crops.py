@@ -113,7 +113,7 @@ def local_reference(g0: CropBox, g0_flip: bool, g1: CropBox, g1_flip: bool,
     union when they are disjoint) or their true union.
     """
     if local_ref not in LOCAL_REFS:
-        raise ValueError(f"crop.local_ref {local_ref!r} unknown; use one of {LOCAL_REFS}")
+        raise ValueError(f"data.aug.local_ref {local_ref!r} unknown; use one of {LOCAL_REFS}")
     if mode == "faithful":
         return _official_union_on_flipped(g0, g0_flip, g1, g1_flip)
     if local_ref == "intersection":
@@ -150,9 +150,9 @@ class OverlapMultiCrop(MultiCrop):
                  flip_p: float = 0.5, overlap_mode: str = "fixed", local_ref: str = "intersection",
                  transform: Callable | None = None, interpolation: str = "bicubic"):
         if overlap_mode not in OVERLAP_MODES:
-            raise ValueError(f"crop.overlap_mode {overlap_mode!r} unknown; use one of {OVERLAP_MODES}")
+            raise ValueError(f"data.aug.overlap_mode {overlap_mode!r} unknown; use one of {OVERLAP_MODES}")
         if local_ref not in LOCAL_REFS:
-            raise ValueError(f"crop.local_ref {local_ref!r} unknown; use one of {LOCAL_REFS}")
+            raise ValueError(f"data.aug.local_ref {local_ref!r} unknown; use one of {LOCAL_REFS}")
         for name, size in (("global", global_size), ("local", local_size if n_local else patch_size)):
             if size < 2 * patch_size or size % patch_size:
                 raise ValueError(

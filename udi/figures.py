@@ -1,4 +1,4 @@
-"""Figures: ``python udi/figures.py [--encoder runs/udi/udi/encoder.pt] [--out udi/figures]``.
+"""Figures: ``python udi/figures.py [--encoder runs/udi/mini/udi/encoder.pt] [--out udi/figures]``.
 
 1. ``srs_samples.png``: one image with its two global crops and a local crop (overlap-constrained,
    paper geometry: 224 / 96 px crops, 14x14 and 6x6 token grids, windows 3 and 2), the
@@ -118,7 +118,7 @@ def draw_attention(encoder_path: Path, out: Path, n_images: int = 4) -> Path | N
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", type=Path, default=REPO / "runs/udi/udi/encoder.pt")
+    parser.add_argument("--encoder", type=Path, default=REPO / "runs/udi/mini/udi/encoder.pt")
     parser.add_argument("--out", type=Path, default=REPO / "udi/figures")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,7 @@ class Branch(nn.Module):
 class SelfDistillation(MethodBase):
     def __init__(self, cfg: DictConfig, total_steps: int):
         super().__init__()
-        m, crop = cfg.method, cfg.crop
+        m, crop = cfg.method, cfg.data.aug
         self.num_cls_tokens = int(m.num_cls_tokens)
         self.include_patch = bool(m.include_patch)
         if int(cfg.model.num_class_tokens) != self.num_cls_tokens:
@@ -312,7 +312,7 @@ class MultiCropCollate:
 
 
 def build_transform(cfg: DictConfig) -> OverlapMultiCrop:
-    c = cfg.crop
+    c = cfg.data.aug
     photometric = udi_photometric(int(c.global_size), tuple(c.jitter), float(c.jitter_p), float(c.grayscale_p),
                                   stats=str(cfg.data.stats), channels=int(cfg.model.in_chans))
     transform = OverlapMultiCrop(int(c.global_size), int(c.local_size), int(c.n_local), int(cfg.model.patch_size),
@@ -325,7 +325,7 @@ def build_transform(cfg: DictConfig) -> OverlapMultiCrop:
 
 def build_train_data(cfg: DictConfig):
     dataset = get_dataset(cfg.data.name, "train", root=cfg.data.root, subset=cfg.data.train_subset, seed=0)
-    c = cfg.crop
+    c = cfg.data.aug
     collate = MultiCropCollate(int(cfg.model.patch_size), int(c.global_size), int(c.local_size),
                                int(cfg.method.window_global), int(cfg.method.window_local),
                                bool(cfg.method.corner_placement), with_maps=bool(cfg.method.include_patch))

@@ -2,6 +2,8 @@
 over equal-sized samples, so two micro-batches give the gradient of the whole batch, provided
 each micro-batch keeps its images with their masks (targets are ``[M, B, Nt]``)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -39,7 +41,7 @@ def first_step_log(tmp_path, method, accum_steps, *extra):
                 "train.progress=false", *extra)
     summary = train(cfg)
     assert summary["steps"] == 1
-    return training_log(tmp_path / "bootleg" / f"accum{accum_steps}")[0]
+    return training_log(Path(summary["run_dir"]))[0]
 
 
 @pytest.mark.parametrize("method, extra", [("bootleg", []), ("data2vec", NOISELESS_CLONES)])

@@ -53,6 +53,11 @@ CASES = [
     ("bootleg", [*SMOKE, "method=nope"], ["method/nope", "valid options in 'method': bootleg, "]),
     ("bootleg", [*SMOKE, "experiment=nope"], ["experiment/nope", "compare"]),
     ("bootleg", [*SMOKE, "--only", "nope"], ["--only names unknown run(s) ['nope']", "bootleg, ijepa, mae"]),
+    # ---- issue 15: one naming scheme; the old names are refused with the new one
+    ("bootleg", [*SMOKE, "data.norm_stats=imagenet"], ["data.norm_stats was renamed data.stats"]),
+    ("bootleg", [*SMOKE, "data.hflip=true"], ["data.hflip was renamed data.aug.flip_p"]),
+    ("udi", [*SMOKE, "crop.n_local=4"], ["crop.n_local was renamed data.aug.n_local"]),
+    ("sdssl", [*SMOKE, "--only", "mini-simclr"], ["run names no longer carry the scale", "use --only simclr"]),
     ("bootleg", [*SMOKE, "experiment=none", "--only", "nope"], ["--only names unknown run(s) ['nope']"]),
     ("bootleg", [*SMOKE, "--bogus"], ["unrecognized arguments: --bogus"]),
     ("bootleg", [*SMOKE, "epochs"], ["'epochs' is not key=value"]),
@@ -208,7 +213,7 @@ def test_a_start_that_fails_at_runtime_can_be_relaunched_corrected(toy_overrides
     with pytest.raises(ValueError, match="fewer than one global batch"):
         train(load_config("toy_paper", [*args, "data.train_subset=null", "data.batch_size=4096"]))
     summary = train(load_config("toy_paper", args))
-    assert summary["steps"] > 0 and (tmp_path / "runs" / "toy_paper" / "relaunch" / "encoder.pt").is_file()
+    assert summary["steps"] > 0 and (tmp_path / "runs" / "toy_paper" / "smoke" / "relaunch" / "encoder.pt").is_file()
 
 
 def test_harness_snapshot_sees_a_change(tmp_path):

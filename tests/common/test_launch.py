@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from common.config import ConfigError, load_config
 from common.launch import JobFailure, TrainEvalJob, main, make_executor, plan_runs, submit
 from common.train import run_dir_of
 from eval.api import evaluate_run
+from eval.records import records_dir
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = [sys.executable, str(REPO / "tests/toy_paper/launch.py")]
@@ -45,7 +47,7 @@ def test_experiment_expands_to_named_runs(toy_overrides):
 def test_default_run_name_is_deterministic(toy_overrides):
     a = plan_runs("toy_paper", toy_overrides)[0].name
     assert a == plan_runs("toy_paper", toy_overrides)[0].name
-    assert a.startswith("toy-smoke-")
+    assert re.fullmatch(r"toy-[0-9a-f]{8}", a)  # no scale: the run directory has it
     assert a != plan_runs("toy_paper", [*toy_overrides, "optim.lr=0.1"])[0].name
 
 
@@ -100,7 +102,7 @@ def test_bad_override_exits_with_readable_error(toy_env):
 
 def test_experiment_none_selects_a_single_run(toy_overrides):
     [spec] = plan_runs("toy_paper", [*toy_overrides, "experiment=none"])
-    assert spec.cfg.experiment_name == "default" and spec.name.startswith("toy-smoke-")
+    assert spec.cfg.experiment_name == "default" and spec.name.startswith("toy-")
 
 
 def test_failed_job_reports_its_error_and_logs(toy_overrides, monkeypatch, toy_env, tmp_path):
@@ -156,7 +158,7 @@ def test_relaunch_reuses_records_of_the_same_encoder_and_protocol(toy_overrides,
     args = [*toy_overrides, "train.epochs=1", "eval.protocols=[knn]"]
     [spec] = plan_runs("toy_paper", args)
     TrainEvalJob("toy_paper", spec.overrides, after_train=evaluate_run)()
-    record = Path(toy_overrides[1].split("=", 1)[1]) / "toy_paper" / spec.name / "knn.json"
+    record = records_dir(spec.cfg) / "knn.json"
     first = record.read_text()
     TrainEvalJob("toy_paper", spec.overrides, after_train=evaluate_run)()
     assert "reusing" in capsys.readouterr().out and record.read_text() == first
@@ -180,7 +182,7 @@ def test_extra_evals_write_beside_the_run_and_are_reused(toy_overrides, capsys):
     args = [*toy_overrides, "train.epochs=1", "eval.protocols=[knn]", "extra_evals={hot:{knn:{T:0.5},protocols:[knn]}}"]
     [spec] = plan_runs("toy_paper", args)
     TrainEvalJob("toy_paper", spec.overrides, after_train=evaluate_run)()
-    out = Path(toy_overrides[1].split("=", 1)[1]) / "toy_paper" / spec.name
+    out = records_dir(spec.cfg)
     main_rec, extra_rec = (json.loads((d / "knn.json").read_text()) for d in (out, out / "hot"))
     assert extra_rec["method"] == main_rec["method"] + "+hot" and extra_rec["T"] == 0.5 != main_rec["T"]
     assert extra_rec["checkpoint_sha256"] == main_rec["checkpoint_sha256"]

@@ -108,7 +108,7 @@ def test_sigint_stops_between_steps_saves_and_the_relaunch_resumes_exactly(toy_o
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     [line] = [x for x in err.splitlines() if x.strip()]
-    match = re.fullmatch(r"interrupted toy_paper/sigint at step (\d+); last checkpoint (\S+); "
+    match = re.fullmatch(r"interrupted toy_paper/smoke/sigint at step (\d+); last checkpoint (\S+); "
                          r"relaunch the same command to resume", line)
     assert match, line
     step, checkpoint = int(match.group(1)), Path(match.group(2))
@@ -120,7 +120,7 @@ def test_sigint_stops_between_steps_saves_and_the_relaunch_resumes_exactly(toy_o
 
     done = subprocess.run([*LAUNCH, *args], env=toy_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert f"resumed toy_paper/sigint at step {step} from {checkpoint}" in done.stderr.splitlines()
+    assert f"resumed toy_paper/smoke/sigint at step {step} from {checkpoint}" in done.stderr.splitlines()
     assert logged_steps(run_dir) == logged_steps(run_dir_of(reference)) == list(range(1, 31))
     resumed = torch.load(run_dir / "encoder.pt", weights_only=False)["state_dict"]
     expected = torch.load(run_dir_of(reference) / "encoder.pt", weights_only=False)["state_dict"]
@@ -140,7 +140,7 @@ def test_a_second_sigint_stops_at_once_without_a_mid_step_checkpoint(toy_overrid
     assert proc.returncode == 130
     checkpoint = run_dir / "checkpoints" / "step_000000005.pt"
     assert [x for x in err.splitlines() if x.strip()] == [
-        f"interrupted toy_paper/twice; last checkpoint {checkpoint}; relaunch the same command to resume"]
+        f"interrupted toy_paper/smoke/twice; last checkpoint {checkpoint}; relaunch the same command to resume"]
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == [checkpoint.name]
 
 

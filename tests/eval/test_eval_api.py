@@ -221,6 +221,11 @@ def test_cli_default_out_dirs_under_results(tiny_encoder):
     assert default_out_dir(str(tiny_encoder.parent), "digits") == Path("results/test/tiny-run")
     assert default_out_dir(f"random:{tiny_encoder}", "digits", scale="paper") == \
         Path("results/misc/floors-digits-paper/random-init-timm")
+    # in a run directory, the records of its run: the same directory as after its training
+    (tiny_encoder.parent / "config.yaml").write_text("paper: toy_paper\nscale_name: smoke\nrun_name: r\n"
+                                                     "results_root: elsewhere\n")
+    assert default_out_dir(str(tiny_encoder), "digits") == Path("results/toy_paper/smoke/r")
+    assert default_out_dir(str(tiny_encoder.parent), "digits", root="res") == Path("res/toy_paper/smoke/r")
 
 
 def test_cli_refuses_to_overwrite_the_floor_of_another_random_encoder(tiny_encoder, eval_cfg, tmp_path, monkeypatch):

@@ -45,7 +45,7 @@ IJEPA_RECIPE = {
     "model.img_size": 224, "model.num_class_tokens": 0, "model.pos_embed": "sincos",  # [ijepa] no CLS, frozen sincos
     "model.norm_eps": 1e-6,  # [ijepa]
     "data.batch_size": 2048,  # [ijepa] 128 per GPU x 16
-    "data.crop_scale": [0.3, 1.0], "data.hflip": False, "data.interpolation": "bilinear",  # [ijepa] transforms
+    "data.aug.crop_scale": [0.3, 1.0], "data.aug.flip_p": 0.0, "data.aug.interpolation": "bilinear",  # [ijepa] transforms
     "optim.name": "adamw", "optim.betas": [0.9, 0.999],  # [ijepa] torch AdamW defaults
     "optim.lr": 1e-3, "optim.ref_batch": 2048, "optim.start_lr": 2e-4, "optim.min_lr": 1e-6,  # [ijepa]
     "optim.warmup_epochs": 40, "optim.schedule": "ijepa",  # [ijepa] WarmupCosineSchedule
@@ -67,8 +67,8 @@ IJEPA_RECIPE = {
 }
 MAE_RECIPE = {
     "model.embed_dim": 384, "model.depth": 12, "model.num_heads": 6, "model.patch_size": 16,
-    "data.batch_size": 4096, "data.crop_scale": [0.2, 1.0], "data.hflip": True,  # [mae] main_pretrain
-    "data.interpolation": "bicubic",  # [mae] RandomResizedCrop(interpolation=3)
+    "data.batch_size": 4096, "data.aug.crop_scale": [0.2, 1.0], "data.aug.flip_p": 0.5,  # [mae] main_pretrain
+    "data.aug.interpolation": "bicubic",  # [mae] RandomResizedCrop(interpolation=3)
     "optim.lr": 1.5e-4, "optim.ref_batch": 256, "optim.betas": [0.9, 0.95], "optim.min_lr": 0.0,  # [mae]
     "optim.warmup_epochs": 40, "optim.weight_decay": 0.05, "optim.weight_decay_end": 0.05,  # [mae]
     "optim.schedule": "cosine", "train.epochs": 1600,  # [mae]; the I-JEPA paper's MAE rows are 1600 epochs
@@ -132,7 +132,7 @@ HD_COMMON = {
     "data.batch_size": 1024, "optim.lr": 1.5e-4, "optim.ref_batch": 256,  # [hd-p] 6e-4 at 1024
     "optim.weight_decay": 0.05, "optim.weight_decay_end": 0.05, "optim.name": "adamw",  # [hd-p]
     "optim.schedule": "cosine", "optim.betas": [0.9, 0.95], "optim.min_lr": 0.0,  # [hd-p] cosine; [dbot]
-    "data.crop_scale": [0.2, 1.0], "data.interpolation": "bicubic", "data.hflip": True,  # [dbot]
+    "data.aug.crop_scale": [0.2, 1.0], "data.aug.interpolation": "bicubic", "data.aug.flip_p": 0.5,  # [dbot]
     "method.name": "hybrid_distill", "method.alpha": 1.0,  # [hd-p]
     "method.terms.tc_feature.layers": [0], "method.terms.tm_relation.layers": [-2, -1],  # [hd-p] Eq. 3
     "method.terms.tm_relation.kind": "relation", "method.beta_feat": 2.0,  # [hd-p]; [dbot] smooth-L1 beta
@@ -178,8 +178,8 @@ UDI = {
         "method.student_temp": 0.1, "method.teacher_temp": 0.07, "method.warmup_teacher_temp": 0.04,  # [udi-p]
         "method.warmup_teacher_temp_epochs": 30, "method.center_momentum": 0.9,  # [udi-p] [udi]
         "method.momentum_teacher": 0.996, "method.window_global": 3, "method.window_local": 2,  # [udi]
-        "crop.global_size": 224, "crop.local_size": 96, "crop.n_local": 10,  # [udi-p]
-        "crop.global_scale": [0.25, 1.0], "crop.local_scale": [0.05, 0.25],  # [udi]
+        "data.aug.global_size": 224, "data.aug.local_size": 96, "data.aug.n_local": 10,  # [udi-p]
+        "data.aug.global_scale": [0.25, 1.0], "data.aug.local_scale": [0.05, 0.25],  # [udi]
         "eval:linear.protocol": "udi", "eval:linear.lr": 0.02, "eval:linear.epochs": 100,  # [udi] README
         "eval:linear.n_last_blocks": 4, "eval:linear.aug": "mugs_strong",  # [udi]
         "eval:knn.T": 0.07, "eval:knn.report_k": 20,  # [dino]

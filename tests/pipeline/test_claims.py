@@ -74,31 +74,33 @@ def fake_results(tmp_path, monkeypatch):
     # the seed runs of a three-seed pipeline, whatever seed count params.yaml holds
     committed = yaml.safe_load((results.REPO / "dvc_runs.yaml").read_text())["runs"]
     monkeypatch.setattr(results, "seed_table", lambda: seeds.seed_runs(committed, 3))
-    root = tmp_path / "results" / "cross"
+    root = tmp_path / "results" / "cross" / "mini"  # eval.records.records_dir(..., CROSS) of mini runs
     bootleg_knn, ijepa_knn = [50.0, 52.0, 51.0], [46.0, 47.0, 48.0]
     for i, (b, j) in enumerate(zip(bootleg_knn, ijepa_knn)):
         blocks = (1, 2, 3) if i == 0 else (3,)
         _fake_run(root, "bootleg" if i == 0 else f"bootleg-seed{i}", b, 40.0 + i, blocks)
         _fake_run(root, "ijepa" if i == 0 else f"ijepa-seed{i}", j, 35.0 - i, blocks)
     _fake_run(root, "mae", 60.0, 70.0)  # no seed records yet
+    _fake_run(root.parent / "smoke", "mae", 11.0, 12.0)  # a smoke run of the same name: not in a mini table
     return tmp_path, root, bootleg_knn, ijepa_knn
 
 
 def test_results_show_mean_std_over_seeds_and_the_claims(fake_results):
     tmp, root, bootleg_knn, ijepa_knn = fake_results
     out = tmp / "RESULTS.md"
-    assert results.main(["--results", str(root), "--out", str(out), "--plots", str(tmp / "plots"),
-                         "--claims", str(tmp / "claims.json")]) == 0
+    assert results.main(["--results-root", str(tmp / "results"), "--scale", "mini", "--out", str(out),
+                         "--plots", str(tmp / "plots"), "--claims", str(tmp / "claims.json")]) == 0
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| bootleg | bootleg | bootleg |"))
-    links = ", ".join(f"[{v:.1f}](results/cross/{run}/knn.json)"
+    links = ", ".join(f"[{v:.1f}](results/cross/mini/{run}/knn.json)"
                       for v, run in zip(bootleg_knn, ("bootleg", "bootleg-seed1", "bootleg-seed2")))
     assert f"| 51.0 ± 1.0 (n=3: {links}) |" in row
-    assert "| 41.0 ± 1.0 (n=3: [40.0](results/cross/bootleg/linear.json)" in row
+    assert "| 41.0 ± 1.0 (n=3: [40.0](results/cross/mini/bootleg/linear.json)" in row
     # seed rows are folded into their run's row, not listed on their own
     assert "| bootleg-seed1 |" not in text
     mae_row = next(line for line in text.splitlines() if line.startswith("| bootleg | mae | mae |"))
-    assert "| [60.0](results/cross/mae/knn.json) | [70.0](results/cross/mae/linear.json) |" in mae_row
+    assert "| [60.0](results/cross/mini/mae/knn.json) | [70.0](results/cross/mini/mae/linear.json) |" in mae_row
+    assert "smoke" not in text
 
     table = json.loads((tmp / "claims.json").read_text())
     knn_claim = next(c for c in table if (c["better"], c["worse"], c["metric"]) == ("bootleg", "ijepa", "k-NN"))

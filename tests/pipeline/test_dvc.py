@@ -18,14 +18,15 @@ def test_smoke_repro_then_noop_then_push_pull_evaluate(copy):
     out = run([str(DVC), "repro", "tables"], repo, env, timeout=1500)
     for stage in ("data", "pretrain@bootleg", "eval@bootleg", "floors@bootleg", "floors_cross", "table@bootleg", "tables"):
         assert f"Running stage '{stage}'" in out, stage
-    encoder = repo / "runs/bootleg/bootleg/encoder.pt"
-    done = repo / "runs/bootleg/bootleg/done.json"
-    record = json.loads((repo / "results/cross/bootleg/knn.json").read_text())
-    sha = (repo / "runs/bootleg/bootleg/encoder.pt.sha256").read_text().split()[0]
+    encoder = repo / "runs/bootleg/smoke/bootleg/encoder.pt"
+    done = repo / "runs/bootleg/smoke/bootleg/done.json"
+    record = json.loads((repo / "results/cross/smoke/bootleg/knn.json").read_text())
+    assert (repo / "results/bootleg/smoke/bootleg/knn.json").is_file()  # the paper's own protocols
+    sha = (repo / "runs/bootleg/smoke/bootleg/encoder.pt.sha256").read_text().split()[0]
     assert record["checkpoint_sha256"] == sha == json.loads(done.read_text())["encoder_sha256"]
     # the tables read what the stages wrote: the run's row links its record, floors are measured
     results_md = (repo / "RESULTS.md").read_text()
-    assert f"[{record['value']:.1f}](results/cross/bootleg/knn.json)" in results_md
+    assert f"[{record['value']:.1f}](results/cross/smoke/bootleg/knn.json)" in results_md
     assert "| floor | pixels | pixels |" in results_md
     bootleg_table = (repo / "tables/bootleg.md").read_text()
     floor_row = next(line for line in bootleg_table.splitlines() if line.startswith("| floor: raw pixels |"))

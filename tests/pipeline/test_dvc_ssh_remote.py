@@ -10,8 +10,8 @@ import pytest
 from dvc_copy import DVC, GIT, run, sshd_settings
 
 pytestmark = pytest.mark.dvcremote
-ENCODER = "runs/bootleg/bootleg/encoder.pt"
-DONE = "runs/bootleg/bootleg/done.json"
+ENCODER = "runs/bootleg/smoke/bootleg/encoder.pt"  # the copy's pipeline runs at scale=smoke
+DONE = "runs/bootleg/smoke/bootleg/done.json"
 # the smoke eval settings of scripts/cross_eval.py
 KNN = ["protocol=knn", "train_subset=1000", "val_subset=200", "knn.k=[5]", "knn.report_k=5", "progress=false",
        "cache_dir=null"]

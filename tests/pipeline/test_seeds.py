@@ -12,7 +12,7 @@ def test_seed_runs_are_seeds_one_to_n_minus_one_of_every_headline_run():
     table = seeds.seed_runs(runs, 3)
     assert len(table) == 2 * len(runs)
     assert table["bootleg-seed2"] == {"paper": "bootleg", "extra_dep": "bootleg/configs", "base": "bootleg", "seed_index": 2}
-    assert table["mini_hybrid_clip-seed1"]["base"] == "mini_hybrid_clip"
+    assert table["hybrid_clip-seed1"]["base"] == "hybrid_clip"
     assert seeds.seed_runs(runs, 1) == {}
 
 
@@ -31,7 +31,19 @@ def test_committed_dvc_runs_is_up_to_date_with_params():
     assert pipeline.main(["--check"]) == 0
 
 
-@pytest.mark.parametrize("paper,base", [("bootleg", "bootleg"), ("hybrid_distill", "mini_hybrid_clip")])
+def test_two_papers_defining_one_run_name_are_refused(monkeypatch):
+    """A DVC stage key is the run name alone (pretrain@<run>): a second paper's run of the same
+    name would silently share its stages."""
+    from common.launch import plan_runs
+
+    toy = plan_runs("toy_paper", ["experiment=pair"])
+    monkeypatch.setattr(pipeline, "plan_runs", lambda paper, overrides: toy)
+    with pytest.raises(SystemExit, match=r"run name 'toy-a' is defined by both paper_a and paper_b: .*"
+                                         r"rename it in the runs table of one paper's default experiment"):
+        pipeline.collect(papers=("paper_a", "paper_b"))
+
+
+@pytest.mark.parametrize("paper,base", [("bootleg", "bootleg"), ("hybrid_distill", "hybrid_clip")])
 def test_a_seed_run_differs_from_seed_0_only_in_the_training_seed(paper, base):
     from common.launch import plan_runs
     from common.train import run_dir_of
@@ -75,5 +87,5 @@ def test_cross_eval_finds_the_encoder_of_a_seed_run(monkeypatch):
     committed = cross_eval.runs_table()
     table = {**committed, **seeds.seed_runs(committed, 3)}
     monkeypatch.setattr(cross_eval, "runs_table", lambda seeds=False: table)
-    assert cross_eval.main(["--run", "udi-seed1", "--trim", "--results", "res"]) == 0
-    assert seen == [("runs/udi/udi-seed1/encoder.pt", cross_eval.Path("res/udi-seed1"), True)]
+    assert cross_eval.main(["--run", "udi-seed1", "--trim", "--scale", "smoke", "--results-root", "res"]) == 0
+    assert seen == [("runs/udi/smoke/udi-seed1/encoder.pt", cross_eval.Path("res/cross/smoke/udi-seed1"), True)]

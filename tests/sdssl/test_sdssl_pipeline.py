@@ -1,6 +1,7 @@
 """Smoke pretraining of the six methods through the common loop, then eval/ on the export."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ def data_root(tmp_path_factory):
 
 
 def _config(name, tmp_path, data_root):
-    return load_config("sdssl", ["scale=smoke", f"method={name}", f"run_name=smoke-{name}",
+    return load_config("sdssl", ["scale=smoke", f"method={name}", f"run_name={name}",
                                  f"train.out_root={tmp_path / 'runs'}", f"data.root={data_root}",
                                  f"eval.root={data_root}", "train.epochs=3"])
 
@@ -51,7 +52,7 @@ def test_smoke_pretraining_lowers_the_loss_and_exports_an_encoder_eval_accepts(n
     before = _objective(initial, batch, step=total)  # alpha at its maximum: every term counts
 
     summary = train(cfg)
-    state = torch.load(sorted((tmp_path / "runs" / "sdssl" / f"smoke-{name}" / "checkpoints").glob("*.pt"))[-1],
+    state = torch.load(sorted((Path(summary["run_dir"]) / "checkpoints").glob("*.pt"))[-1],
                        weights_only=False)
     initial.load_state_dict(state["method"])
     after = _objective(initial, batch, step=total)

@@ -24,6 +24,7 @@ import torch
 from common.checkpoint import load_encoder
 from common.launch import plan_runs
 from common.train import run_dir_of, training_log
+from eval.records import records_dir
 
 pytestmark = pytest.mark.slurm
 
@@ -116,7 +117,7 @@ def test_smoke_table_goes_out_as_one_job_array_and_lands_where_a_local_run_would
         assert json.loads((run_dir / "done.json").read_text())["encoder_sha256"] == sha
         values = []
         for protocol in spec.cfg.eval.protocols:
-            record_file = Path(spec.cfg.results_root) / "bootleg" / spec.name / f"{protocol}.json"
+            record_file = records_dir(spec.cfg) / f"{protocol}.json"
             assert record_file.is_file(), f"no {protocol} record for {spec.name}"
             record = json.loads(record_file.read_text())
             assert record["checkpoint_sha256"] == sha, "the record does not name the encoder it evaluated"
@@ -142,7 +143,7 @@ def test_two_task_job_trains_like_one_process_with_the_same_global_batch(workdir
     assert final_sacct_states(job, 1)[job][-1] == "COMPLETED"
     assert sorted(p.name for p in log.parent.glob(f"{job}_*_log.out")) == [f"{job}_0_log.out",
                                                                            f"{job}_1_log.out"]
-    runs = workdir / "runs" / "toy_paper"
+    runs = workdir / "runs" / "toy_paper" / "smoke"
     assert json.loads((runs / "ddp" / "done.json").read_text())["world_size"] == 2
     assert json.loads((runs / "single" / "done.json").read_text())["world_size"] == 1
     a, b = encoder_weights(runs / "single"), encoder_weights(runs / "ddp")
@@ -192,7 +193,7 @@ def test_preempted_job_requeues_and_resumes_to_bitwise_equal_weights(workdir, jo
     steps = [r["step"] for r in training_log(run_dir)]  # the monitor lines (step 0, ...) aside
     assert sorted(set(steps)) == list(range(1, steps_total + 1)) and steps.count(1) == 1, steps
 
-    ref, got = encoder_weights(workdir / "reference" / "bootleg" / "bootleg"), encoder_weights(run_dir)
+    ref, got = encoder_weights(workdir / "reference" / "bootleg" / "smoke" / "bootleg"), encoder_weights(run_dir)
     assert ref.keys() == got.keys()
     assert all(torch.equal(ref[k], got[k]) for k in ref), "the resumed run diverged from the uninterrupted one"
 

@@ -95,7 +95,7 @@ def test_smoke_dry_run_then_two_steps_and_knn_then_table(repo):
 
     out = launch(repo, "scale=smoke", "--only", "cosine", "train.max_steps=2")
     assert out.returncode == 0, out.stderr
-    run_dir = repo / "runs" / NAME / "cosine"
+    run_dir = repo / "runs" / NAME / "smoke" / "cosine"
     done = json.loads((run_dir / "done.json").read_text())
     assert done["steps"] == 2 and (run_dir / "encoder.pt").is_file()
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
@@ -103,7 +103,7 @@ def test_smoke_dry_run_then_two_steps_and_knn_then_table(repo):
     # -cos of two vectors: the loss lies in [-1, 1]
     assert all(-1.0 <= r["loss"] <= 1.0 for r in log if "loss" in r)
 
-    knn = json.loads((repo / "results" / NAME / "cosine" / "knn.json").read_text())
+    knn = json.loads((repo / "results" / NAME / "smoke" / "cosine" / "knn.json").read_text())
     assert knn["paper"] == NAME and knn["run"] == "cosine" and knn["method"] == "two_view_cosine"
     assert knn["checkpoint_sha256"] == done["encoder_sha256"]
     assert 0.0 <= knn["value"] <= 100.0

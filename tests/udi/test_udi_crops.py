@@ -100,8 +100,8 @@ def test_crops_carry_boxes_flips_and_flipped_content():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(local_size=4), "local crop size 4 .* patch size 8"),
     (dict(local_size=12), "multiple of the patch size"),
-    (dict(overlap_mode="sometimes"), "crop.overlap_mode"),
-    (dict(local_ref="middle"), "crop.local_ref"),
+    (dict(overlap_mode="sometimes"), "data.aug.overlap_mode"),
+    (dict(local_ref="middle"), "data.aug.local_ref"),
 ])
 def test_bad_crop_settings_fail_with_the_fix(kwargs, match):
     args = dict(global_size=32, local_size=16, n_local=2, patch_size=8) | kwargs
