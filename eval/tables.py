@@ -19,7 +19,6 @@ the first run that starts from that init.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib
 import json
