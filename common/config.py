@@ -168,13 +168,9 @@ def load_config(paper: str, overrides: list[str] | tuple[str, ...] = (), validat
     except HydraException as exc:
         raise ConfigError(_hydra_message(exc)) from None
 
-    from common.validate import RENAMED_KEYS, renamed_message  # it imports ConfigError from here
-
     valid = _flat_keys(base)
     for o in value_ovr:
         key, _ = split_override(o)
-        if key in RENAMED_KEYS:
-            raise ConfigError(renamed_message(key))
         if o.startswith("+"):
             continue
         if key not in valid:

@@ -18,9 +18,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.config import ConfigError
 
-# Keys that were renamed, old -> new: the old name, on the command line or in a config file,
-# is refused with a one-line hint naming the new one.
-RENAMED_KEYS = {"eval.encoder": "method.export_encoder"}
 
 # Keys whose documented values have more than one type; the type check of an override
 # (common.config) accepts any of these instead of only the type of the default.
@@ -37,6 +34,7 @@ _ABSENT = object()
 # of keys moved (`crop`) renames every key under it (`crop.n_local` -> `data.aug.n_local`).
 # A config or an override that still uses an old name is refused with the new one.
 RENAMED_KEYS = {
+    "eval.encoder": "method.export_encoder",           # one key for every paper, checked at build time
     "data.norm_stats": "data.stats",                   # Bootleg, Hybrid Distill (SDSSL, UDI: data.stats)
     "data.crop_scale": "data.aug.crop_scale",          # augmentation keys live under data.aug (SDSSL's place)
     "data.interpolation": "data.aug.interpolation",
@@ -59,7 +57,7 @@ def refuse_renamed_overrides(overrides) -> None:
         key = o.split("=", 1)[0].lstrip("+~")
         new = renamed_key(key)
         if new is not None:
-            raise ConfigError(f"{key} was renamed {new}: set {new} instead (docs/ERRORS.md)")
+            raise ConfigError(renamed_message(key))
 
 
 def refuse_renamed_keys(cfg: DictConfig, where: str) -> None:
@@ -162,14 +160,10 @@ RULES = (
 )
 
 
-def renamed_message(old: str) -> str:
-    return f"{old} was renamed {RENAMED_KEYS[old]}; pass {RENAMED_KEYS[old]}=... instead"
-
-
-def _check_renamed(cfg: DictConfig) -> None:
-    for old in RENAMED_KEYS:
-        if OmegaConf.select(cfg, old, default=_ABSENT, throw_on_missing=False) is not _ABSENT:
-            raise ConfigError(f"{renamed_message(old)} (in a config file)")
+def renamed_message(key: str) -> str:
+    """The one-line refusal of an old key (or a key under an old name) of RENAMED_KEYS."""
+    new = renamed_key(key)
+    return f"{key} was renamed {new}: set {new} instead (docs/ERRORS.md)"
 
 
 def _value(cfg: DictConfig, key: str):
@@ -281,7 +275,6 @@ def _check_export_encoder(cfg: DictConfig, paper: str, model) -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) on the first out-of-range value of `cfg`."""
-    _check_renamed(cfg)
     _check_rules(cfg)
     _check_across_keys(cfg)
     _check_paper(cfg)

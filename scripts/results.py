@@ -1,7 +1,7 @@
 """Render RESULTS.md: every method of the four papers at the same mini budget, same protocols.
 
 Reads the records written by scripts/cross_eval.py (results/cross/<scale>/<run>/ and the floors
-in results/cross/floors/) and draws two plots:
+in results/cross/floors-cross-<scale>/) and draws two plots:
 linear-probe accuracy per block for every method, and accuracy against training cost.
 Every number in the table links to the record it comes from. The headline runs with extra
 pretraining seeds (`seed_runs` of dvc_runs.yaml) show k-NN and linear as mean +- std over the
@@ -25,6 +25,7 @@ from common.config import run_location
 from common.train import run_dir_of
 from eval.encoders import floor_label
 from eval.records import CROSS, load_records, records_dir
+from eval.tables import floors_dir
 from scripts.claims import CLAIMS, LEVEL, assess, mean_std
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def collect(results_root: Path, scale: str, runs: dict) -> dict[str, dict[tuple[
     made before a run was renamed fill the row of its new name."""
     dirs = {name: records_dir(run_location(entry["paper"], scale, name, results_root=results_root), CROSS)
             for name, entry in runs.items()}
-    floors = Path(results_root) / CROSS / "floors"
+    floors = floors_dir(results_root, CROSS, "cross", scale)
     dirs.update({d.name: d for d in sorted(floors.iterdir()) if d.is_dir()} if floors.is_dir() else {})
     rows: dict[str, dict[tuple[str, str], dict]] = {}
     for name, d in dirs.items():
