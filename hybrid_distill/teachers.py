@@ -77,42 +77,17 @@ class FrozenTeacher(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.input_size = int(input_size)
         self.name, self.source, self.sha256 = name, source, sha256
+        # the shape of the frozen net, read once (it never changes)
+        attn = net.blocks[0].attn
+        self.depth, self.num_heads, self.head_dim = len(net.blocks), attn.num_heads, attn.head_dim
+        self.embed_dim, self.num_prefix_tokens = net.embed_dim, net.num_prefix_tokens
+        self.patch_size = net.patch_embed.patch_size[0]
+        self.grid_size = tuple(net.patch_embed.grid_size)
+        self.in_chans = net.patch_embed.proj.in_channels
 
     # A teacher never trains: .train() on the parent method must not switch on dropout/drop-path.
     def train(self, mode: bool = True):
         return super().train(False)
-
-    @property
-    def depth(self) -> int:
-        return len(self.net.blocks)
-
-    @property
-    def num_heads(self) -> int:
-        return self.net.blocks[0].attn.num_heads
-
-    @property
-    def embed_dim(self) -> int:
-        return self.net.embed_dim
-
-    @property
-    def head_dim(self) -> int:
-        return self.net.blocks[0].attn.head_dim
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return self.net.num_prefix_tokens
-
-    @property
-    def patch_size(self) -> int:
-        return self.net.patch_embed.patch_size[0]
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return tuple(self.net.patch_embed.grid_size)
-
-    @property
-    def in_chans(self) -> int:
-        return self.net.patch_embed.proj.in_channels
 
     def describe(self) -> dict:
         return {"name": self.name, "source": self.source, "sha256": self.sha256,
