@@ -20,7 +20,9 @@ from omegaconf import OmegaConf
 
 from common.papers import discover_papers
 
-TORCH_THREADS = 2
+# torch threads per test process; PAPER_RECIPES_THREADS=1 lets two processes share two cores, each
+# running half of the set (two 1-thread processes beat one 2-thread process at batch 2)
+TORCH_THREADS = int(os.environ.get("PAPER_RECIPES_THREADS", "2"))
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS_EVAL = REPO / "eval" / "configs"
 PAPERS = discover_papers(REPO)
