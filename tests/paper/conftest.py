@@ -145,10 +145,12 @@ def rotating_runs(key: int) -> list[tuple[str, str, object]]:
 
 def named_runs(ids: str) -> list[tuple[str, str, object]]:
     """Runs named ``paper/experiment/run`` (comma-separated), as in the test ids."""
-    chosen = []
+    chosen, plans = [], {}
     for name in ids.split(","):
         paper, exp, run = name.strip().split("/")
-        specs = {s.name: s for s in plan(paper, exp)}
+        if (paper, exp) not in plans:  # one plan per experiment: a list may name all its runs
+            plans[paper, exp] = {s.name: s for s in plan(paper, exp)}
+        specs = plans[paper, exp]
         if run not in specs:
             raise ValueError(f"PAPER_RECIPES_ONLY: {paper}/{exp} has no run {run!r}; it has {sorted(specs)}")
         chosen.append((paper, exp, specs[run]))
