@@ -34,18 +34,42 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the floating-point tensors in a nested state that hold NaN or inf."""
+def _floating_tensors(state: Any, prefix: str = ""):
+    """(dotted name, tensor) of every floating-point tensor in a nested state."""
     if isinstance(state, torch.Tensor):
-        bad = state.is_floating_point() and not bool(torch.isfinite(state).all())
-        return [prefix or "<tensor>"] if bad else []
+        if state.is_floating_point():
+            yield prefix or "<tensor>", state
+        return
     if isinstance(state, dict):
         items = state.items()
     elif isinstance(state, (list, tuple)):
         items = enumerate(state)
     else:
-        return []
-    return [name for k, v in items for name in non_finite_tensors(v, f"{prefix}.{k}" if prefix else str(k))]
+        return
+    for k, v in items:
+        yield from _floating_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+
+
+def non_finite_tensors(state: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in a nested state that hold NaN or inf.
+
+    A sum is finite only if every term is (NaN and inf propagate), so one fp32 sum per tensor
+    and one host sync per device clear almost every tensor: an element-wise ``isfinite`` pass
+    costs ~15x a sum on CPU and a sync per tensor on GPU, for every checkpoint of every run. A
+    non-finite sum may also be the overflow of finite values: only those tensors (and float64
+    ones, whose sum the fp32 accumulator could overflow) get the exact element-wise check.
+    """
+    named = [(name, t.detach()) for name, t in _floating_tensors(state, prefix)]
+    sums: dict[torch.device, list[tuple[str, torch.Tensor, torch.Tensor]]] = {}
+    for name, t in named:
+        total = t.sum(dtype=torch.float32) if t.dtype != torch.float64 else t.new_full((), float("inf"))
+        sums.setdefault(t.device, []).append((name, t, total))
+    suspects = []
+    for group in sums.values():
+        finite = torch.isfinite(torch.stack([total for _, _, total in group])).tolist()
+        suspects += [(name, t) for (name, t, _), ok in zip(group, finite) if not ok]
+    bad = {name for name, t in suspects if not bool(torch.isfinite(t).all())}
+    return [name for name, _ in named if name in bad]
 
 
 class CheckpointManager:

@@ -264,3 +264,15 @@ def test_a_damaged_system_copy_is_not_blamed_on_the_prepared_root(tmp_path):
     with pytest.raises(data.ChecksumError, match="is truncated or not gzip .*reinstall the system copy"):
         data.prepare_fashion_mnist(tmp_path / "data", source=source)
     assert os.listdir(source)  # the source is never touched
+
+
+def test_non_finite_tensors_names_exactly_the_tensors_holding_nan_or_inf():
+    # finite tensors whose sum overflows fp32 (the fast path's accumulator) are not reported
+    overflowing = torch.full((10,), 3e38)
+    state = {"ok": torch.zeros(3), "ints": torch.tensor([1, 2]), "scalar": 3.0, "big": overflowing,
+             "big64": torch.tensor([1e308, 1e308], dtype=torch.float64),
+             "nested": [torch.tensor([1.0, float("nan")]), {"bf16": torch.tensor([float("-inf")]).bfloat16()}],
+             "inf64": torch.tensor([float("inf"), 1.0], dtype=torch.float64)}
+    assert non_finite_tensors(state) == ["nested.0", "nested.1.bf16", "inf64"]
+    assert non_finite_tensors(torch.tensor([float("nan")])) == ["<tensor>"]
+    assert non_finite_tensors({"empty": {}}) == []
