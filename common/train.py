@@ -33,6 +33,7 @@ from common.hooks import HookRunner, load_hooks
 from common.io import atomic_write
 from common.method import check_method
 from common.optim import apply_schedule, build_optimizer, scaled_lr
+from common.phases import PhaseTimer
 from common.provenance import git_commit, hardware, peak_memory_mb, resolve_device
 from common.schedules import cosine_schedule, ijepa_cosine_wd, ijepa_warmup_cosine
 
@@ -412,22 +413,23 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
 
     def save(next_epoch: int, next_batch: int) -> None:
         nonlocal saved_at
-        if bad := non_finite_tensors({"method": method.state_dict(), "optimizer": optimizer.state_dict()}):
-            raise NonFiniteLossError(non_finite_message(
-                f"{len(bad)} tensor(s) of the model and optimizer state became NaN or inf (e.g. {bad[0]})",
-                step, epoch, cfg, ckpts))
-        if not main:
-            return
-        saved_at = step
-        ckpts.save({
-            "step": step, "epoch": next_epoch, "batch_in_epoch": next_batch,
-            "method": method.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
-            "config_hash": digest,
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                    "torch": torch.get_rng_state()},
-            **cost.totals(),
-        }, step)
+        with timer.phase("ckpt"):
+            if bad := non_finite_tensors({"method": method.state_dict(), "optimizer": optimizer.state_dict()}):
+                raise NonFiniteLossError(non_finite_message(
+                    f"{len(bad)} tensor(s) of the model and optimizer state became NaN or inf (e.g. {bad[0]})",
+                    step, epoch, cfg, ckpts))
+            if not main:
+                return
+            saved_at = step
+            ckpts.save({
+                "step": step, "epoch": next_epoch, "batch_in_epoch": next_batch,
+                "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
+                "config_hash": digest,
+                "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                        "torch": torch.get_rng_state()},
+                **cost.totals(),
+            }, step)
 
     logger = JsonlLogger(run_dir / "log.jsonl", main)
     monitor = HookRunner(load_hooks(cfg) if main else [], logger, main)
@@ -439,12 +441,17 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every_steps)
     t_last, images_since = time.perf_counter(), 0
     cost = TrainingCost(*cost_before)
+    # wall seconds of this session's loop per phase: time_<phase>_s in each log line (since the
+    # previous one), loop_time_s in done.json. perf_counter only: on CUDA a phase ends when its
+    # kernels are queued, not done (common.phases); no device sync is added for the accounting
+    timer = PhaseTimer(("data", "step", "monitor", "ckpt", "log"))
     # train.max_steps stops early (tests of paper recipes); the schedules still span the epochs
     stop_at = min(plan.total_steps, int(cfg.train.get("max_steps") or plan.total_steps))
     method.train()
     stop.armed = True
     if step == 0:
-        t_last += monitor(step, epoch, plan.total_steps, method)
+        with timer.phase("monitor"):
+            t_last += monitor(step, epoch, plan.total_steps, method)
     while epoch < int(cfg.train.epochs) and step < stop_at:
         sampler.set_epoch(epoch)
         sampler.set_start_batch(batch_in_epoch, plan.per_rank_batch)
@@ -453,45 +460,51 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
                             collate_fn=SeededCollate(collate_fn, seed, epoch),
                             num_workers=int(cfg.data.num_workers), worker_init_fn=_ignore_sigint,
                             persistent_workers=False, pin_memory=device.type == "cuda")
-        for batch in loader:
-            lr, wd = lr_wd_at(step, plan, base_lr, cfg.optim)
-            apply_schedule(optimizer, lr, wd)
-            torch.manual_seed(_mix(seed, 0xC0DE, step, dist.rank()))
-            batch = move_to(batch, device)
-            logs: dict[str, float] = {}
-            for micro in split_batch(batch, accum, plan.per_rank_batch, batch_dims):
-                with autocast_context(device, cfg.train.precision):
-                    out = step_fn(micro, step)
-                loss = out["loss"]
-                if not torch.isfinite(loss.detach()).all():
-                    logger.write({"step": step, "epoch": epoch, "error": f"non-finite loss {loss.item()}"})
-                    raise NonFiniteLossError(non_finite_message(f"loss became {loss.item()}", step, epoch, cfg, ckpts))
-                scaler.scale(loss / accum).backward()
-                for k, v in out.items():
-                    logs[k] = logs.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / accum
-            dist.all_reduce_grads(params)
-            method.cancel_gradients(step)
-            scaler.unscale_(optimizer)
-            logs["grad_norm"] = clip_gradients(params, float(cfg.optim.clip_grad), str(cfg.optim.clip_mode))
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            method.after_step(step)
+        # "data": the workers' start-up, the waits for each batch and the workers' shut-down
+        for batch in timer.iterate("data", loader):
+            with timer.phase("step"):  # forward, backward, optimizer, after_step (EMA)
+                lr, wd = lr_wd_at(step, plan, base_lr, cfg.optim)
+                apply_schedule(optimizer, lr, wd)
+                torch.manual_seed(_mix(seed, 0xC0DE, step, dist.rank()))
+                batch = move_to(batch, device)
+                logs: dict[str, float] = {}
+                for micro in split_batch(batch, accum, plan.per_rank_batch, batch_dims):
+                    with autocast_context(device, cfg.train.precision):
+                        out = step_fn(micro, step)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss.detach()).all():
+                        logger.write({"step": step, "epoch": epoch, "error": f"non-finite loss {loss.item()}"})
+                        raise NonFiniteLossError(non_finite_message(f"loss became {loss.item()}", step, epoch,
+                                                                    cfg, ckpts))
+                    scaler.scale(loss / accum).backward()
+                    for k, v in out.items():
+                        logs[k] = logs.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / accum
+                dist.all_reduce_grads(params)
+                method.cancel_gradients(step)
+                scaler.unscale_(optimizer)
+                logs["grad_norm"] = clip_gradients(params, float(cfg.optim.clip_grad), str(cfg.optim.clip_mode))
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                method.after_step(step)
             step += 1
             batch_in_epoch += 1
             images_since += plan.global_batch
             if bar is not None:
                 bar.update(1)
-            t_last += monitor(step, epoch, plan.total_steps, method)
+            with timer.phase("monitor"):
+                t_last += monitor(step, epoch, plan.total_steps, method)
             if step % log_every == 0 or step == plan.total_steps:
-                now = time.perf_counter()
-                record = {"step": step, "epoch": epoch, "lr": lr, "wd": wd,
-                          "img_per_s": images_since / max(now - t_last, 1e-9), **logs}
-                t_last, images_since = now, 0
-                logger.write(record)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}",
-                                    img_s=f"{record['img_per_s']:.0f}", **monitor.postfix)
+                with timer.phase("log"):
+                    now = time.perf_counter()
+                    record = {"step": step, "epoch": epoch, "lr": lr, "wd": wd,
+                              "img_per_s": images_since / max(now - t_last, 1e-9), **logs,
+                              **{f"time_{k}_s": v for k, v in timer.lap().items()}}
+                    t_last, images_since = now, 0
+                    logger.write(record)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}",
+                                        img_s=f"{record['img_per_s']:.0f}", **monitor.postfix)
             if ckpt_every > 0 and step % ckpt_every == 0 and batch_in_epoch < plan.steps_per_epoch:
                 save(epoch, batch_in_epoch)
             if stop.requested:
@@ -519,10 +532,11 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     # The commit lives here and in the result records, never in encoder.pt: the encoder's bytes
     # depend only on what was computed, so a rebuild at a later commit gives the same sha256.
     summary = {"run_dir": str(run_dir), "steps": step, "config_hash": digest, **cost.totals(),
+               "loop_time_s": timer.totals(),  # this session's
                "hardware": hardware(), "world_size": dist.world_size(), "git_commit": git_commit()}
     if previous:  # re-export only: the training cost and commit are the original ones
-        summary.update({k: previous[k] for k in ("train_time_s", "peak_memory_mb", "hardware", "git_commit")
-                        if k in previous})
+        summary.update({k: previous[k] for k in ("train_time_s", "peak_memory_mb", "loop_time_s", "hardware",
+                                                 "git_commit") if k in previous})
     summary["health"] = monitor.summary()
     if main:
         meta = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,

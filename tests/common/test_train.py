@@ -41,6 +41,15 @@ def test_toy_run_trains_exports_and_lowers_loss(toy_overrides):
     assert sha == summary["encoder_sha256"] == (run_dir / "encoder.pt.sha256").read_text().split()[0]
     assert meta["run"] == "plain" and meta["config_hash"] == summary["config_hash"]
     assert vit(torch.zeros(2, 1, 8, 8)).tokens.shape == (2, 1 + 16, 32)
+    # The loop's wall time per phase: each log line since the previous one, done.json the session's.
+    phases = ("data", "step", "monitor", "ckpt", "log")
+    for r in log:
+        assert all(r[f"time_{p}_s"] >= 0 for p in phases)
+        assert sum(r[f"time_{p}_s"] for p in phases) <= r["time_wall_s"]
+    loop = json.loads((run_dir / "done.json").read_text())["loop_time_s"]
+    assert loop == summary["loop_time_s"] and loop.keys() == {"wall", *phases}
+    assert loop["step"] > 0 and loop["ckpt"] > 0 and sum(loop[p] for p in phases) <= loop["wall"]
+    assert sum(r["time_step_s"] for r in log) == pytest.approx(loop["step"])  # every step was logged
     # A finished run is not retrained (and nothing is overwritten) when launched again.
     mtime = (run_dir / "encoder.pt").stat().st_mtime_ns
     assert train(cfg)["encoder_sha256"] == sha
