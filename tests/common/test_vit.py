@@ -360,6 +360,15 @@ def test_keep_index_out_of_range():
         vit(images(), keep=torch.tensor([0, 1]))
 
 
+def test_masked_forward_traces_without_graph_breaks():
+    # the eager range check reads the indices on the host; under torch.compile it must not split
+    # the masked encoder into several graphs (it did: 4 breaks per forward)
+    vit = smoke_vit()
+    keep = torch.stack([torch.randperm(64)[:10] for _ in range(2)])
+    explained = torch._dynamo.explain(lambda x, k: vit(x, keep=k).tokens)(images(), keep)
+    assert explained.graph_break_count == 0, [b.reason.splitlines()[0] for b in explained.break_reasons]
+
+
 def test_relation_and_hidden_layers_that_do_not_exist():
     vit = smoke_vit()
     with pytest.raises(ValueError, match=r"relation layer 4 does not exist: allowed 1\.\.3"):
