@@ -138,9 +138,12 @@ def lr_at(it: int, s) -> float:
     return float(s.lr) * warm * (1.0 - it / int(s.iters))
 
 
-def train_head(ctx, model: nn.Module, head: LinearSegHead, crop: int) -> list[float]:
+def train_head(ctx, model: nn.Module, head: LinearSegHead, crop: int) -> tuple[list[float], int]:
+    """The head's losses and the iterations run: ``seg.iters``, or ``max_steps`` when set (tests of
+    paper recipes stop early; the warm-up and poly schedule still span ``seg.iters``)."""
     s = ctx.cfg.seg
     batch, iters = int(s.batch_size), int(s.iters)
+    stop_at = iters if ctx.cfg.max_steps is None else min(iters, int(ctx.cfg.max_steps))
     crops = TrainCrops(ctx.train.dataset, ctx.train.preprocess, crop, s.scale_range, bool(s.flip),
                        int(ctx.cfg.seed), batch * iters)
     loader = DataLoader(crops, batch_size=batch, shuffle=False, num_workers=int(ctx.cfg.num_workers))
@@ -150,8 +153,12 @@ def train_head(ctx, model: nn.Module, head: LinearSegHead, crop: int) -> list[fl
     batches = enumerate(loader)
     if ctx.cfg.progress:
         from tqdm import tqdm
-        batches = tqdm(batches, total=iters, desc="segmentation head", dynamic_ncols=True, mininterval=1.0, leave=False)
+        batches = tqdm(batches, total=stop_at, desc="segmentation head", dynamic_ncols=True, mininterval=1.0, leave=False)
+    done = 0
     for it, (images, labels) in batches:
+        if it >= stop_at:
+            break
+        done = it + 1
         labels = labels.to(ctx.device)
         if not (labels != IGNORE).any():
             continue  # a batch of unlabelled crops carries no gradient
@@ -164,7 +171,7 @@ def train_head(ctx, model: nn.Module, head: LinearSegHead, crop: int) -> list[fl
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-    return losses
+    return losses, done
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -219,7 +226,7 @@ def run(ctx) -> tuple[dict, str, dict]:
     probe_in = patch_features(model, torch.zeros(1, ctx.train.preprocess.in_chans, crop, crop, device=ctx.device),
                               int(s.n_last_blocks))
     head = LinearSegHead(probe_in.shape[1], int(s.num_classes), bool(s.bn))
-    losses = train_head(ctx, model, head, crop)
+    losses, steps = train_head(ctx, model, head, crop)
     head.eval()
     conf = torch.zeros(int(s.num_classes), int(s.num_classes), dtype=torch.long)
     for i in range(len(ctx.val.dataset)):
@@ -231,6 +238,6 @@ def run(ctx) -> tuple[dict, str, dict]:
                          {"format": "ssl-vit-seg-probe/1", "state_dict": head.cpu().state_dict(),
                           "config": {"n_last_blocks": int(s.n_last_blocks), "bn": bool(s.bn), "crop": crop}})
     per_class = [None if v != v else v for v in scores["per_class_iou"]]  # NaN (absent class) -> JSON null
-    extra = {"per_class_iou": per_class, "crop": crop, "val_mode": s.val_mode,
+    extra = {"per_class_iou": per_class, "crop": crop, "val_mode": s.val_mode, "steps": steps,
              "final_loss": losses[-1] if losses else None, "probe": str(probe)}
     return metrics, "segment/mIoU", extra

@@ -3,44 +3,18 @@ import json
 
 import pytest
 import torch
-from torchvision.io import write_jpeg, write_png
 
 from eval.api import evaluate
 from eval.segdata import IGNORE, SegmentationFolder, window_starts
 from eval.segmentation import confusion_matrix, segmentation_scores
-
-COLOURS = torch.tensor([[220, 30, 30], [30, 200, 40], [40, 50, 230]], dtype=torch.uint8)  # classes 1, 2, 3
-
-
-def two_region_image(left: int, right: int, height: int, width: int, split_col: int, gen):
-    """Class ``left`` on columns < split_col, ``right`` after; colour + noise; a 1-px unlabelled frame."""
-    image = torch.empty(3, height, width, dtype=torch.uint8)
-    image[:, :, :split_col] = COLOURS[left - 1].view(3, 1, 1)
-    image[:, :, split_col:] = COLOURS[right - 1].view(3, 1, 1)
-    noise = torch.randint(-20, 21, image.shape, generator=gen)
-    image = (image.int() + noise).clamp(0, 255).to(torch.uint8)
-    label = torch.full((1, height, width), left, dtype=torch.uint8)
-    label[:, :, split_col:] = right
-    label[:, 0, :] = label[:, -1, :] = label[:, :, 0] = label[:, :, -1] = 0
-    return image, label
+from seg_synthetic import write_seg_folder
 
 
 @pytest.fixture(scope="module")
 def seg_folder(tmp_path_factory):
     """ADE20K layout: 24 training and 8 validation images (32x32 and 32x48), two regions each."""
-    root = tmp_path_factory.mktemp("ade_like")
-    gen = torch.Generator().manual_seed(0)
-    for split, n in (("training", 24), ("validation", 8)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "annotations" / split).mkdir(parents=True)
-        for i in range(n):
-            left, right = (torch.randperm(3, generator=gen)[:2] + 1).tolist()
-            width = 32 if i % 2 == 0 else 48
-            split_col = int(torch.randint(2, width // 8 - 1, (), generator=gen)) * 8
-            image, label = two_region_image(left, right, 32, width, split_col, gen)
-            write_jpeg(image, str(root / "images" / split / f"img_{i:03d}.jpg"), quality=95)
-            write_png(label, str(root / "annotations" / split / f"img_{i:03d}.png"))
-    return root
+    return write_seg_folder(tmp_path_factory.mktemp("ade_like"), {"training": 24, "validation": 8},
+                            sizes=[(32, 32), (32, 48)])
 
 
 def iou_by_sets(pred, label, num_classes):
@@ -111,6 +85,19 @@ def test_probe_on_pixel_patches_segments_the_regions(seg_folder, tmp_path, val_m
     assert record["metrics"]["segment/aAcc"] > 95.0
     on_disk = json.loads((tmp_path / "out" / "segment.json").read_text())
     assert on_disk["value"] == record["value"] and len(on_disk["per_class_iou"]) == 3
+    assert record["steps"] == 60
+
+
+def test_max_steps_stops_the_head_early_on_the_full_schedule(seg_folder, tmp_path, monkeypatch):
+    import eval.segmentation as seg
+
+    seen, lr_at = [], seg.lr_at
+    monkeypatch.setattr(seg, "lr_at", lambda it, s: seen.append((it, int(s.iters))) or lr_at(it, s))
+    cfg = {"progress": False, "cache_dir": str(tmp_path / "cache"), "max_steps": 3,
+           "seg": {"data": str(seg_folder), "num_classes": 3, "img_size": 32, "iters": 60, "batch_size": 4,
+                   "warmup_iters": 5, "val_mode": "resize"}}
+    record = evaluate("pixels", "segment", cfg, out_dir=tmp_path / "out")[0]
+    assert record["steps"] == 3 and seen == [(0, 60), (1, 60), (2, 60)]
 
 
 def test_probe_trains_on_a_vit_encoder_at_another_resolution(seg_folder, tiny_encoder, tmp_path):

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from paper_recipes import TORCH_THREADS, Unplannable, ci_cost, experiments, plan, planned, rotation_key
+from paper_recipes import (SEG_FOLDER, TORCH_THREADS, Unplannable, ci_cost, experiments, plan, planned,
+                           rotation_key)
+from seg_synthetic import write_seg_folder
 
 # The folders every `data.name` / `eval.data` of a paper-scale config points to, by basename.
 PRETRAIN_FOLDERS = ("imagenet", "imagenet21k")
@@ -30,6 +32,11 @@ IMAGENET_CLASSES = 1000
 # train split must hold at least that many images for one step per epoch.
 IMAGES_PER_CLASS = 5
 PAPER_RESOLUTION = 224
+# ADE20K layout for the segmentation recipe (eval.seg.data; Hybrid Distill's ade20k_linear): a few
+# landscape and portrait images of ADE20K's typical size, labels up to its 150 classes, so that
+# training crops are rescaled and validation takes several sliding windows
+SEG_SIZES = [(384, 512), (512, 384)]
+SEG_CLASSES = (1, 75, 150)
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -90,7 +97,8 @@ def write_cifar100(root: Path, per_class: int = 1, classes: int = 100) -> Path:
 def synthetic_root(tmp_path_factory) -> Path:
     """A working directory whose ``data/`` holds every dataset layout the paper configs name:
     ImageNet-1k (1000 classes x 5 train images at 224 px, 2 val images), ImageNet-21k (the same
-    layout), iNat21 / iNat19 / Stanford Cars / a 4-class ImageNet layout (image folders, 4 classes) and CIFAR-100 (pickles)."""
+    layout), iNat21 / iNat19 / Stanford Cars / a 4-class ImageNet layout (image folders, 4 classes), CIFAR-100
+    (pickles) and ADE20K (``SEG_FOLDER``: 4 training and 2 validation images with their annotations)."""
     root = tmp_path_factory.mktemp("paper_data")
     bases = _distinct_jpegs(root / "bases", 8, PAPER_RESOLUTION, seed=0)
     data = root / "data"
@@ -99,6 +107,7 @@ def synthetic_root(tmp_path_factory) -> Path:
     for name in TRANSFER_FOLDERS:
         write_imagefolder(data / name, bases, classes=4, per_class=2, val_images=2)
     write_cifar100(data / "cifar100")
+    write_seg_folder(data / SEG_FOLDER, {"training": 4, "validation": 2}, SEG_SIZES, SEG_CLASSES)
     (data / "teachers").mkdir()
     return root
 

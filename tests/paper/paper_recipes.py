@@ -43,6 +43,9 @@ PRECISION_STANDINS: dict[str, tuple[str, str]] = {
                      "scale by tests/paper/test_paper_precision.py (2 fp16 steps of the toy method on CPU, then resume)"),
 }
 
+# the synthetic ADE20K-layout folder under data/ (conftest writes it; the segmentation recipe reads it)
+SEG_FOLDER = "ADEChallengeData2016"
+
 CI_MAX_WIDTH, CI_MAX_DEPTH = 768, 12  # ViT-B
 CI_TEACHER_SIZES = ("tiny", "small", "base")
 

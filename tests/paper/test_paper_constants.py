@@ -10,9 +10,9 @@ Sources (one tag per value, see the tables below):
   [vjepa]   facebookresearch/jepa: the attentive probe (eval.md sec. 4; wd is V-JEPA's paper value)
   [dino]    facebookresearch/dino: eval_knn.py (T = 0.07, k = 20)
   [crossmae] TonyLianLong/CrossMAE README;  [d2v2] facebookresearch/fairseq examples/data2vec (v2 image config)
-  [sdssl-p] SDSSL paper sec. 4.1 / 4.2;  [sdssl] hagiss/SDSSL SD_*.json, pl_train_*.py, multi_exit.py
+  [sdssl-p] SDSSL paper sec. 4.1 / 4.2;  [sdssl] hagiss/SDSSL SD_*.json, baseline_*.json, pl_train_*.py, multi_exit.py
   [mocov3]  facebookresearch/moco-v3 vits.py (ViT-S with 12 heads), main_moco.py
-  [hd-p]    Hybrid Distill paper sec. 4.1 / App. C / Eq. 3;  [dbot] liuxingbin/dbot run.sh, DOWNSTREAM.md
+  [hd-p]    Hybrid Distill paper sec. 4.1 / 4.2 / App. C / Eq. 3;  [dbot] liuxingbin/dbot run.sh, DOWNSTREAM.md
   [udi-p]   UDI paper sec. 4.1 / App. 8;  [udi] ISL-CV/udi argparse defaults and README command
   [inf]     inferred where no source states the value (the paper README gives the reason)
 """
@@ -39,7 +39,7 @@ def value(cfg, key: str):
     return OmegaConf.to_container(found, resolve=True) if OmegaConf.is_config(found) else found
 
 
-# ------------------------------------------------------------------ Bootleg: main_table (ViT-S/16 rows)
+# ------------------------------------------------------------------ Bootleg: main_table (S/16 rows; B/16, L/16)
 IJEPA_RECIPE = {
     "model.embed_dim": 384, "model.depth": 12, "model.num_heads": 6, "model.patch_size": 16,  # [ijepa] vit_small
     "model.img_size": 224, "model.num_class_tokens": 0, "model.pos_embed": "sincos",  # [ijepa] no CLS, frozen sincos
@@ -76,11 +76,21 @@ MAE_RECIPE = {
     "predictor.width": 512, "predictor.depth": 8, "predictor.num_heads": 16,  # [mae] decoder
     "method.export_encoder": "student", "eval:linear.protocol": "mae_bn",
 }
+IJEPA_TARGETS = {"method.target_layers": ["final"], "method.loss": "smooth_l1",  # [ijepa] train.py
+                 "method.smooth_l1_beta": 1.0}
+BOOTLEG_TARGETS = {"method.target_layers": ["even:4"],  # [inf] 4 evenly spaced blocks
+                   "method.loss": "mse", "method.target_norm": "layer", "mask.generator": "bootleg"}  # [inf]
+# the B/16 and L/16 rows (the abstract's scale claims): the S/16 recipe with the model dimensions
+# and what the sources state per size; everything else (batch, lr, schedule, masks, probes) is size-free
+IJEPA_B16 = {"model.embed_dim": 768, "model.depth": 12, "model.num_heads": 12,  # [ijepa] vit_base
+             "predictor.depth": 6, "train.epochs": 600}  # [ijepa-p] ViT-B: predictor depth 6, 600 epochs
+IJEPA_L16 = {"model.embed_dim": 1024, "model.depth": 24, "model.num_heads": 16,  # [ijepa] vit_large
+             "predictor.depth": 12, "train.epochs": 600}  # [ijepa-p] ViT-L/H predictor depth 12; ViT-L 600 epochs
+MAE_B16 = {"model.embed_dim": 768, "model.depth": 12, "model.num_heads": 12}  # [mae] mae_vit_base_patch16 (dec512d8b)
+MAE_L16 = {"model.embed_dim": 1024, "model.depth": 24, "model.num_heads": 16}  # [mae] mae_vit_large_patch16 (dec512d8b)
 BOOTLEG = {
-    "s16-ijepa": {**IJEPA_RECIPE, "method.target_layers": ["final"], "method.loss": "smooth_l1",  # [ijepa] train.py
-                  "method.smooth_l1_beta": 1.0},
-    "s16-bootleg": {**IJEPA_RECIPE, "method.target_layers": ["even:4"],  # [inf] 4 evenly spaced blocks
-                    "method.loss": "mse", "method.target_norm": "layer", "mask.generator": "bootleg"},  # [inf]
+    "s16-ijepa": {**IJEPA_RECIPE, **IJEPA_TARGETS},
+    "s16-bootleg": {**IJEPA_RECIPE, **BOOTLEG_TARGETS},
     "s16-mae": MAE_RECIPE,
     # [crossmae] TonyLianLong/CrossMAE README: MAE recipe, 800 epochs (released), decoder 12 x 256 / 8 heads
     "s16-crossmae": {**MAE_RECIPE, "train.epochs": 800, "predictor.width": 256, "predictor.depth": 12,
@@ -90,8 +100,12 @@ BOOTLEG = {
     "s16-data2vec": {"data.batch_size": 256, "mask.clones": 16, "optim.lr": 1e-3, "optim.warmup_epochs": 10,
                      "optim.clip_grad": 4.0, "train.epochs": 75, "mask.mask_ratio": 0.8,
                      "method.target_layers": ["top:10"]},
-    "l16-bootleg": {"model.embed_dim": 1024, "model.depth": 24, "model.num_heads": 16,  # [ijepa] vit_large
-                    "predictor.depth": 12, "train.epochs": 600},  # [ijepa-p] ViT-L/H predictor, epochs
+    "b16-mae": {**MAE_RECIPE, **MAE_B16},  # [mae] one pretraining recipe for B/L (1600 epochs, batch 4096)
+    "b16-ijepa": {**IJEPA_RECIPE, **IJEPA_TARGETS, **IJEPA_B16},
+    "b16-bootleg": {**IJEPA_RECIPE, **BOOTLEG_TARGETS, **IJEPA_B16},
+    "l16-mae": {**MAE_RECIPE, **MAE_L16},
+    "l16-ijepa": {**IJEPA_RECIPE, **IJEPA_TARGETS, **IJEPA_L16},
+    "l16-bootleg": {**IJEPA_RECIPE, **BOOTLEG_TARGETS, **IJEPA_L16},  # even:4 = blocks 6, 12, 18, 24 [inf]
 }
 
 # ------------------------------------------------------------------ SDSSL: Table 1
@@ -114,53 +128,93 @@ SDSSL_COMMON = {
     "eval:knn.T": 0.07, "eval:knn.report_k": 20,  # [dino] (SDSSL's k-NN protocol)
 }
 VIT_S16 = {"model.embed_dim": 384, "model.depth": 12, "model.num_heads": 12, "model.patch_size": 16}  # [mocov3]
-SDSSL = {
-    "table1-s16-sd_moco_v3": {**SDSSL_COMMON, **VIT_S16, "data.batch_size": 1024, "optim.lr": 1.5e-4,  # [sdssl-p]
-                              "method.alpha_max": 1.0, "method.temperature": 0.2, "method.last_bn": True,  # [sdssl]
-                              "method.momentum_base": 0.996},  # [sdssl]
-    "table1-s32-sd_simclr": {**SDSSL_COMMON, **VIT_S16, "model.patch_size": 32, "data.batch_size": 4096,  # [sdssl-p]
-                             "optim.lr": 1.3e-4, "method.alpha_max": 0.8, "method.temperature": 0.2,  # [sdssl]
-                             "method.last_bn": True},  # [sdssl]
-    "table1-b16-sd_byol": {**SDSSL_COMMON, "model.embed_dim": 768, "model.depth": 12, "model.num_heads": 12,
-                           "model.patch_size": 16, "data.batch_size": 1024, "optim.lr": 1.5e-4,  # [sdssl-p]
-                           "method.alpha_max": 0.8, "method.last_bn": False, "method.momentum_base": 0.996},  # [sdssl]
+SDSSL_ARCH = {  # model, and the batch the paper states per model [sdssl-p] sec. 4.1 / 4.2
+    "s32": {**VIT_S16, "model.patch_size": 32, "data.batch_size": 4096},
+    "s16": {**VIT_S16, "data.batch_size": 1024},
+    "b16": {"model.embed_dim": 768, "model.depth": 12, "model.num_heads": 12, "model.patch_size": 16,  # [sdssl] vit_base
+            "data.batch_size": 1024},
 }
+SDSSL_BASELINE = {"method.intermediate_layers": [], "method.pred_loss_weight": 0.0}  # [sdssl] baseline_*.json: ratio 0
+SDSSL_SD = {"method.intermediate_layers": None, "method.every_n": 1,  # [sdssl-p] every block 1..L-1 (null = all)
+            "method.pred_loss_weight": 1.0}  # [sdssl-p] beta = 1 (frameworks with a predictor)
+SDSSL_METHOD = {  # lr = base lr x batch / 256
+    "moco_v3": {**SDSSL_BASELINE, "method.framework": "moco_v3", "optim.lr": 1.5e-4,  # [sdssl] baseline_moco.json
+                "method.temperature": 0.2, "method.last_bn": True, "method.momentum_base": 0.996},  # [sdssl]
+    "sd_moco_v3": {**SDSSL_SD, "method.framework": "moco_v3", "optim.lr": 1.5e-4,  # [sdssl-p]
+                   "method.alpha_max": 1.0, "method.temperature": 0.2, "method.last_bn": True,  # [sdssl] SD_moco.json
+                   "method.momentum_base": 0.996},  # [sdssl]
+    "byol": {**SDSSL_BASELINE, "method.framework": "byol", "optim.lr": 1.5e-4,  # [sdssl] baseline_byol.json
+             "method.last_bn": False, "method.momentum_base": 0.996},  # [sdssl-p] no BN on BYOL outputs; [sdssl]
+    "sd_byol": {**SDSSL_SD, "method.framework": "byol", "optim.lr": 1.5e-4,  # [sdssl-p]
+                "method.alpha_max": 0.8, "method.last_bn": False, "method.momentum_base": 0.996},  # [sdssl] SD_byol.json
+    "simclr": {**SDSSL_BASELINE, "method.framework": "simclr", "optim.lr": 1.3e-4,  # [sdssl] baseline_simclr.json
+               "method.temperature": 0.2, "method.last_bn": True},  # [sdssl]
+    "sd_simclr": {**SDSSL_SD, "method.framework": "simclr", "optim.lr": 1.3e-4,  # [sdssl] SD_simclr.json
+                  "method.pred_loss_weight": 0.0,  # [sdssl-p] SimCLR has no predictor, no L_pred
+                  "method.alpha_max": 0.8, "method.temperature": 0.2, "method.last_bn": True},  # [sdssl]
+}
+SDSSL = {f"table1-{arch}-{method}": {**SDSSL_COMMON, **SDSSL_ARCH[arch], **SDSSL_METHOD[method]}
+         for arch in SDSSL_ARCH for method in SDSSL_METHOD}
 
 # ------------------------------------------------------------------ Hybrid Distill: Table 1
-HD_COMMON = {
+HD_COMMON = {  # the sec. 4.1 recipe of every Table 1 row, the 300-epoch Distill-X baselines included [hd-p]
     "model.img_size": 224, "model.patch_size": 16, "model.pos_embed": "sincos",  # [hd-p] 224 px; sincos [inf]
     "data.batch_size": 1024, "optim.lr": 1.5e-4, "optim.ref_batch": 256,  # [hd-p] 6e-4 at 1024
     "optim.weight_decay": 0.05, "optim.weight_decay_end": 0.05, "optim.name": "adamw",  # [hd-p]
     "optim.schedule": "cosine", "optim.betas": [0.9, 0.95], "optim.min_lr": 0.0,  # [hd-p] cosine; [dbot]
     "data.aug.crop_scale": [0.2, 1.0], "data.aug.interpolation": "bicubic", "data.aug.flip_p": 0.5,  # [dbot]
-    "method.name": "hybrid_distill", "method.alpha": 1.0,  # [hd-p]
-    "method.terms.tc_feature.layers": [0], "method.terms.tm_relation.layers": [-2, -1],  # [hd-p] Eq. 3
-    "method.terms.tm_relation.kind": "relation", "method.beta_feat": 2.0,  # [hd-p]; [dbot] smooth-L1 beta
-    "method.mask.strategy": "progressive", "method.mask.K": 0.3, "method.mask.layers": None,  # [hd-p] I = [0, L/3, 2L/3]
-    "method.tc": "clip", "method.tm": "mae",
+    "method.beta_feat": 2.0,  # [dbot] smooth-L1 beta of the feature term
     "eval:finetune.batch_size": 256, "eval:finetune.lr": 3e-4, "eval:finetune.weight_decay": 0.05,  # [hd-p] App. C
     "eval:finetune.warmup_epochs": 5, "eval:finetune.min_lr": 1e-6, "eval:finetune.label_smoothing": 0.1,  # [dbot]
     "eval:finetune.mixup": 0.8, "eval:finetune.cutmix": 1.0, "eval:finetune.reprob": 0.25,  # [dbot]
     "eval:finetune.global_pool": "avg", "eval:finetune.aug": "randaug",  # [dbot]
 }
+HD_HYBRID = {
+    "method.name": "hybrid_distill", "method.alpha": 1.0,  # [hd-p]
+    "method.terms.tc_feature.layers": [0], "method.terms.tm_relation.layers": [-2, -1],  # [hd-p] Eq. 3
+    "method.terms.tm_relation.kind": "relation", "method.terms.tm_relation.teacher": "mae",  # [hd-p] R of T_m = MAE
+    "method.mask.strategy": "progressive", "method.mask.K": 0.3, "method.mask.layers": None,  # [hd-p] I = [0, L/3, 2L/3]
+    "method.tm": "mae",  # [hd-p]
+}
+HD_DISTILL = {  # "Distill-X": 300-epoch single-teacher symmetric baselines [hd-p] sec. 4.2
+    "method.name": "distill", "method.terms.feature.kind": "feature",  # [hd-p] features of one teacher
+    "method.terms.feature.layers": [0],  # [hd-p] Eq. 3: the last layer, as T_c in Hybrid Distill
+    "method.mask.strategy": "none",  # [inf] the mask comes from the MIM teacher a single-teacher run lacks
+}
+HD_VIT_B = {"model.embed_dim": 768, "model.depth": 12, "model.num_heads": 12,  # [hd-p] ViT-B/16 student
+            "train.epochs": 300, "optim.warmup_epochs": 40,  # [hd-p] 300 epochs; [dbot] warm-up
+            "data.name": "imagefolder:data/imagenet",  # [hd-p] ViT-B distils on IN-1K
+            "eval:finetune.recipe": "dbot", "eval:finetune.epochs": 100,  # [dbot] ViT-B
+            "eval:finetune.layer_decay": 0.65, "eval:finetune.drop_path": 0.1,  # [dbot] ViT-B
+            "eval:finetune.clip_grad": 0.0}
+HD_VIT_L = {"model.embed_dim": 1024, "model.depth": 24, "model.num_heads": 16,
+            "train.epochs": 40, "data.name": "imagefolder:data/imagenet21k",  # [hd-p] IN-21K, 40 ep
+            "optim.warmup_epochs": 5,  # [inf] dBOT's 40 would be the whole run
+            "teachers.clip.name": "vit_large_patch14_clip_quickgelu_224.openai",  # [hd-p] CLIP-L
+            "teachers.mae.name": "vit_large_patch16_224.mae",  # [hd-p] MAE-L
+            "eval:finetune.recipe": "dbot_large", "eval:finetune.epochs": 50,  # [dbot] ViT-L/16
+            "eval:finetune.layer_decay": 0.75, "eval:finetune.drop_path": 0.25,  # [dbot] ViT-L/16
+            "eval:finetune.clip_grad": 1.0}  # [dbot] ViT-L/16
+HD_TEACHER_B = {"deit": "deit_base_patch16_224.fb_in1k",  # [hd-p] DeiT-B/16 (star rows)
+                "clip": "vit_base_patch16_clip_quickgelu_224.openai",  # [hd-p] CLIP-B/16 (dagger rows)
+                "mae": "vit_base_patch16_224.mae"}  # [hd-p] MAE-B/16
+
+
+def hd_teacher(tc: str) -> dict:
+    return {"method.tc": tc, f"teachers.{tc}.name": HD_TEACHER_B[tc]}
+
+
 HYBRID = {
-    "b300_hybrid_clip": {**HD_COMMON, "model.embed_dim": 768, "model.depth": 12, "model.num_heads": 12,
-                         "train.epochs": 300, "optim.warmup_epochs": 40,  # [hd-p] 300 epochs; [dbot] warm-up
-                         "data.name": "imagefolder:data/imagenet",
-                         "teachers.clip.name": "vit_base_patch16_clip_quickgelu_224.openai",  # [hd-p] CLIP-B/16
-                         "teachers.mae.name": "vit_base_patch16_224.mae",  # [hd-p] MAE-B/16
-                         "eval:finetune.recipe": "dbot", "eval:finetune.epochs": 100,  # [dbot] ViT-B
-                         "eval:finetune.layer_decay": 0.65, "eval:finetune.drop_path": 0.1,  # [dbot] ViT-B
-                         "eval:finetune.clip_grad": 0.0},
-    "l40_hybrid_clip": {**HD_COMMON, "model.embed_dim": 1024, "model.depth": 24, "model.num_heads": 16,
-                        "train.epochs": 40, "data.name": "imagefolder:data/imagenet21k",  # [hd-p] IN-21K, 40 ep
-                        "optim.warmup_epochs": 5,  # [inf] dBOT's 40 would be the whole run
-                        "teachers.clip.name": "vit_large_patch14_clip_quickgelu_224.openai",  # [hd-p] CLIP-L
-                        "teachers.mae.name": "vit_large_patch16_224.mae",  # [hd-p] MAE-L
-                        "method.grid_align": "resize_input",  # [inf] spec sec. 2 default
-                        "eval:finetune.recipe": "dbot_large", "eval:finetune.epochs": 50,  # [dbot] ViT-L/16
-                        "eval:finetune.layer_decay": 0.75, "eval:finetune.drop_path": 0.25,  # [dbot] ViT-L/16
-                        "eval:finetune.clip_grad": 1.0},  # [dbot] ViT-L/16
+    **{f"b300_distill_{tc}": {**HD_COMMON, **HD_DISTILL, **HD_VIT_B, **hd_teacher(tc),
+                              "method.terms.feature.teacher": tc} for tc in ("deit", "mae", "clip")},
+    **{f"b300_hybrid_{tc}": {**HD_COMMON, **HD_HYBRID, **HD_VIT_B, **hd_teacher(tc),
+                             "teachers.mae.name": HD_TEACHER_B["mae"], "method.terms.tc_feature.teacher": tc}
+       for tc in ("deit", "clip")},
+    "l40_hybrid_clip": {**HD_COMMON, **HD_HYBRID, **HD_VIT_L, "method.tc": "clip",
+                        "method.grid_align": "resize_input"},  # [inf] spec sec. 2 default
+    # the same run with the spec's alternative: the 16 x 16 CLIP-L/14 token map resampled to 14 x 14
+    "l40_hybrid_clip_interp": {**HD_COMMON, **HD_HYBRID, **HD_VIT_L, "method.tc": "clip",
+                               "method.grid_align": "teacher_to_student", "method.grid_interp": "bilinear"},  # [inf]
 }
 
 # ------------------------------------------------------------------ UDI: ImageNet-1K table
@@ -210,6 +264,14 @@ def test_main_table_constants(paper, experiment, run):
         if not same(got, want):
             wrong.append(f"{key}: resolved {got!r}, expected {want!r}")
     assert not wrong, f"{paper} {experiment} run {run}:\n  " + "\n  ".join(wrong)
+
+
+@pytest.mark.parametrize("paper,experiment", sorted(MAIN_TABLES))
+def test_every_main_table_run_is_pinned(paper, experiment):
+    """A run added to (or renamed in) a main table needs its expected constants above."""
+    planned, pinned = set(runs_of(paper, experiment)), set(MAIN_TABLES[paper, experiment])
+    assert planned == pinned, (f"{paper} {experiment}: runs without pinned constants {sorted(planned - pinned)}, "
+                               f"pinned runs the table no longer has {sorted(pinned - planned)}")
 
 
 @pytest.mark.parametrize("paper,experiment", sorted(MAIN_TABLES))
