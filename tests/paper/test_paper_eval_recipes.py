@@ -13,6 +13,7 @@ admits (at most ViT-B: the ViT-L fine-tune runs only under ``pytest -m paper tes
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -79,7 +80,7 @@ def test_paper_eval_recipe(data, protocol, block, paper, synthetic_root, tmp_pat
     kind = "cifar100" if data == "cifar100" else "imagefolder"
     cfg = {"scale": "paper", "data": f"{kind}:{synthetic_root / 'data' / data}", "device": "cpu",
            "batch_size": 2, "max_steps": 2, "progress": False, "cache_dir": str(tmp_path / "cache"),
-           **block}
+           **copy.deepcopy(block)}  # the parametrised block is shared by the session: batch sizes go in a copy
     if protocol == "segment":  # its own folder (eval.seg.data); eval.data stays the ImageNet one, as in ade20k_linear
         cfg["data"] = f"imagefolder:{synthetic_root / 'data' / 'imagenet'}"
         cfg["seg"] = {"data": str(synthetic_root / "data" / data)}
