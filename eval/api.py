@@ -1,6 +1,7 @@
 """``evaluate``: what the paper pipelines call after pretraining (docs/CONTRACTS.md)."""
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import logging
@@ -143,3 +144,32 @@ def evaluate_run(cfg, summary: dict) -> list[dict]:
         records += evaluate_unless_current(summary["encoder"], protocol, eval_cfg, out_dir=out,
                                            run_info=info, checkpoint_sha256=summary["encoder_sha256"])
     return records
+
+
+# What the extra pretraining seeds of a run are evaluated with (scripts/seeds.py, cross_eval.py
+# --trim): the two columns whose cells are mean ± std over seeds. k-NN on the final token only
+# and per-block linear heads restricted to the last block (eval.layers = 1): the same metric
+# names as seed 0's final-layer columns, from the same features, recipe and lr grid.
+SEED_PROTOCOLS = ("knn", "linear")
+SEED_EVAL = {"layers": 1, "knn": {"per_layer": False}}
+
+
+def seed_eval_cfg(cfg):
+    """A run's config with its ``eval`` block and ``extra_evals`` trimmed to SEED_PROTOCOLS and
+    SEED_EVAL (an extra evaluation left with no protocol is dropped); the rest unchanged."""
+    cfg = copy.deepcopy(cfg)
+    OmegaConf.set_struct(cfg, False)  # eval.layers and eval.knn may be absent from the run's block
+    cfg.merge_with({"eval": SEED_EVAL})
+    cfg.eval.protocols = [p for p in cfg.eval.get("protocols", []) if p in SEED_PROTOCOLS]
+    extras = OmegaConf.to_container(cfg.extra_evals, resolve=True) if cfg.get("extra_evals") else {}
+    trimmed = {name: {**extra, "protocols": [p for p in extra["protocols"] if p in SEED_PROTOCOLS]}
+               for name, extra in extras.items()}
+    if extras:
+        cfg.extra_evals = {name: extra for name, extra in trimmed.items() if extra["protocols"]}
+    return cfg
+
+
+def evaluate_seed_run(cfg, summary: dict) -> list[dict]:
+    """``evaluate_run`` of a pretraining seed (scripts/seeds.py --stage eval): the paper's own
+    eval settings, trimmed by ``seed_eval_cfg``; records in the seed run's ``records_dir``."""
+    return evaluate_run(seed_eval_cfg(cfg), summary)

@@ -16,6 +16,12 @@ of an experiment's table in ``<results_root>/<paper>/floors-<experiment>-<scale>
 ``<floor>`` = ``pixels`` or ``random-init-<init>``: raw pixels, and one randomly initialised
 encoder per distinct init among the table's runs, with the architecture and eval settings of
 the first run that starts from that init.
+
+Pretraining seeds: a run's seeds 1.. are the runs ``<run>-seed<i>`` (scripts/seeds.py), whose
+records sit beside the run's own (``<results_root>/<paper>/<scale>/<run>-seed<i>/``). A cell whose
+record has such siblings shows ``mean ± std (n=K)`` over the K seeds with a record (seed 0 = the
+run), its provenance lists every seed's record, and a difference to a baseline row that is
+seeded too is a difference of the means; a cell without seeds is shown as before.
 """
 from __future__ import annotations
 
@@ -33,8 +39,12 @@ from omegaconf import OmegaConf
 
 from eval.encoders import floor_label, init_name
 from eval.records import load_records, records_dir
+from eval.stats import mean_pm_std, mean_std
 
 PIXELS = "pixels"
+SEED_NOTE = ("mean ± std (n=K): mean and sample standard deviation over the K pretraining seeds with a record "
+             "(the run and its `<run>-seed<i>` runs); a difference in parentheses between two such cells is "
+             "of the means; the other cells and the pretraining time are seed 0's.")
 # the pixel floor has no weights to fine-tune and no attention to analyse
 NOT_FOR_PIXELS = ("finetune", "analysis")
 MISSING = "—"
@@ -87,6 +97,26 @@ def provenance_line(record: dict) -> str:
             f"{record.get('created') or MISSING}")
 
 
+def seed_records(record: dict) -> dict[int, dict]:
+    """{seed index: record} of one record and its counterparts in the seed runs of its run: the
+    same file (``<protocol>.json``, or ``<extra>/<protocol>.json``) under each
+    ``<run>-seed<i>`` directory beside the run's records directory. Seed 0 is ``record``; a seed
+    without that file is left out. The run's directory is the record's nearest ancestor named
+    by its ``run`` field, else the record's own directory."""
+    if "_path" not in record:
+        return {0: record}
+    path = Path(record["_path"])
+    run_dir = next((p for p in path.parents if p.name == record.get("run")), path.parent)
+    pattern = re.compile(rf"^{re.escape(run_dir.name)}-seed([1-9][0-9]*)$")
+    found = {0: record}
+    for sibling in sorted(run_dir.parent.iterdir()) if run_dir.parent.is_dir() else []:
+        if (m := pattern.match(sibling.name)) and (other := sibling / path.relative_to(run_dir)).is_file():
+            for rec in load_records([other]):
+                if rec["protocol"] == record["protocol"]:
+                    found[int(m.group(1))] = rec
+    return dict(sorted(found.items()))
+
+
 def train_seconds(records: Mapping[str, dict]):
     """Pretraining wall time of a row's run (every record of a run repeats it); None for floors."""
     return next((r["train_time_s"] for r in records.values() if r.get("train_time_s")), None)
@@ -114,11 +144,24 @@ class Column:
 
     def value(self, records: Mapping[str, dict], feature: str | None = None):
         record = records.get(self.protocol)
+        return None if record is None else self._read(record, self._feature(record, feature))
+
+    def seed_values(self, records: Mapping[str, dict], feature: str | None = None) -> dict[int, tuple[float, dict]]:
+        """{seed index: (value, record)} over the seeds of the row's run that have a value
+        (``seed_records``), each read with the feature seed 0's record resolves to."""
+        record = records.get(self.protocol)
         if record is None:
-            return None
+            return {}
+        feature = self._feature(record, feature)
+        found = {i: (self._read(r, feature), r) for i, r in seed_records(record).items()}
+        return {i: found[i] for i in found if found[i][0] is not None}
+
+    def _feature(self, record: dict, feature: str | None) -> str | None:
+        return feature or (record.get("features") or [record.get("feature")])[-1]
+
+    def _read(self, record: dict, feature: str | None):
         if self.metric is None:
             return record["value"]
-        feature = feature or (record.get("features") or [record.get("feature")])[-1]
         return record["metrics"].get(self.metric.format(feature=feature))
 
 
@@ -171,25 +214,48 @@ def per_layer_table(title: str, rows: Sequence[Row], protocol: str, depth: int) 
     return lines
 
 
+def cell(column: Column, row: Row) -> tuple[str, list[dict], int]:
+    """One measured cell, the records it shows and its seed count: seed 0's number, or ``mean ± std (n=K)``
+    over K >= 2 seeds, then the difference to the row's baseline: of the means when both cells
+    are seeded, of seed 0's values when neither is, and marked ``seed 0`` when only one is."""
+    seeds = column.seed_values(row.records, row.feature)
+    value = column.value(row.records, row.feature)
+    text = mean_pm_std(v for v, _ in seeds.values()) + f" (n={len(seeds)})" if len(seeds) > 1 else fmt(value)
+    if row.baseline is not None:
+        base = column.value(row.baseline.records, row.baseline.feature)
+        base_seeds = column.seed_values(row.baseline.records, row.baseline.feature)
+        if len(seeds) > 1 and len(base_seeds) > 1:
+            text += delta(*(mean_std(v for v, _ in found.values())[0] for found in (seeds, base_seeds)))
+        elif (len(seeds) > 1 or len(base_seeds) > 1) and value is not None and base is not None:
+            text += f" (seed 0: {difference(value, base)})"
+        else:
+            text += delta(value, base)
+    records = [record for _, record in seeds.values()]
+    if column.protocol in row.records and (not seeds or 0 not in seeds):
+        records.insert(0, row.records[column.protocol])  # seed 0's record, even without the column's value
+    return text, records, len(seeds)
+
+
 def markdown(table: Table, floors: Sequence[Floor] = ()) -> str:
     """The table, its floor rows last, its notes, then the provenance of every number shown."""
     rows = [*table.rows, *(Row(f"floor: {floor.label}", load_run(floor.out_dir)) for floor in floors)]
     header = ["row", *(c.header for c in table.columns), "pretrain time", *table.paper_headers]
     lines = [f"### {table.title}", "", _md(header), "|---" * len(header) + "|"]
     shown: dict[str, dict] = {}
+    seeded = False
     for row in rows:
         cells = [row.label]
         for column in table.columns:
-            value = column.value(row.records, row.feature)
-            base = column.value(row.baseline.records, row.baseline.feature) if row.baseline else None
-            cells.append(fmt(value) + delta(value, base))
-            if column.protocol in row.records:
-                record = row.records[column.protocol]
+            text, records, n = cell(column, row)
+            cells.append(text)
+            seeded |= n > 1
+            for record in records:
                 shown.setdefault(record.get("_path", str(id(record))), record)
         paper = list(row.paper) + [MISSING] * (len(table.paper_headers) - len(row.paper))
         lines.append(_md([*cells, duration(train_seconds(row.records)), *paper]))
-    if table.notes:
-        lines += ["", *table.notes]
+    notes = [*table.notes, *([SEED_NOTE] if seeded else [])]
+    if notes:
+        lines += ["", *notes]
     if table.after:
         lines += ["", *table.after]
     lines += ["", "Provenance of every number above (record, checkpoint, config, commit, data, hardware):", ""]

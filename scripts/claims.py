@@ -8,10 +8,11 @@ scale, below 0 it is reversed, across 0 the difference is within the seed-to-see
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 
 from scipy import stats
+
+from eval.stats import mean_std
 
 LEVEL = 0.95
 NO_INTERVAL = "one seed: no interval"
@@ -35,11 +36,6 @@ CLAIMS = (
     Claim("hybrid_distill", "hybrid_clip", "distill_clip", "Tab. 1: Hybrid Distill (CLIP+MAE) outperforms Distill-CLIP"),
     Claim("udi", "udi", "dino", "Tab. 4: UDI outperforms DINO in linear probing and k-NN"),
 )
-
-
-def mean_std(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (n-1); no std for a single value."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def paired_interval(diffs: list[float], level: float = LEVEL) -> tuple[float, float | None, float | None]:

@@ -25,8 +25,9 @@ from common.config import run_location
 from common.train import run_dir_of
 from eval.encoders import floor_label
 from eval.records import CROSS, load_records, records_dir
+from eval.stats import mean_pm_std
 from eval.tables import floors_dir
-from scripts.claims import CLAIMS, LEVEL, assess, mean_std
+from scripts.claims import CLAIMS, LEVEL, assess
 
 REPO = Path(__file__).resolve().parents[1]
 PER_LAYER = re.compile(r"^linear/[a-z_]+@(\d+)/best/top1$")
@@ -85,8 +86,7 @@ def _seeded_cell(found: dict[int, tuple[float, dict]], out: Path) -> str:
     links = [f"[{v:.1f}]({_rel(rec['_path'], out)})" for v, rec in found.values()]
     if len(found) == 1:
         return links[0]
-    mean, std = mean_std([v for v, _ in found.values()])
-    return f"{mean:.1f} ± {std:.1f} (n={len(found)}: {', '.join(links)})"
+    return f"{mean_pm_std(v for v, _ in found.values())} (n={len(found)}: {', '.join(links)})"
 
 
 def claims_rows(rows: dict, seeds: dict) -> list[dict]:

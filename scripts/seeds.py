@@ -5,7 +5,13 @@ same config with only `train.seed` moved by i. The training seed drives the init
 data order, each sample's augmentation, the masks and the per-step randomness (common/train.py),
 and it is part of the config hash, so a seed run never resumes another seed's directory.
 
+`--stage eval` evaluates a finished seed run with its paper's own eval settings, trimmed to
+k-NN and the last-block linear probe (`eval.api.evaluate_seed_run`), into the seed run's records
+directory `results/<paper>/<scale>/<run>-seed<i>/`: the cells of the paper tables that show
+mean ± std over seeds (eval/tables.py).
+
     python scripts/seeds.py --run bootleg-seed1 scale=mini train.out_root=runs results_root=results
+    python scripts/seeds.py --run bootleg-seed1 --stage eval scale=mini train.out_root=runs results_root=results
 """
 from __future__ import annotations
 
@@ -58,12 +64,19 @@ def seed_spec(paper: str, base: str, index: int, overrides: list[str]):
     return RunSpec(name, full, load_config(paper, full))
 
 
+def seed_table() -> dict:
+    """The `seed_runs` of dvc_runs.yaml."""
+    return yaml.safe_load((REPO / "dvc_runs.yaml").read_text()).get("seed_runs") or {}
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Pretrain one seed run of dvc_runs.yaml (seed_runs).")
+    p = argparse.ArgumentParser(description="Pretrain (or evaluate) one seed run of dvc_runs.yaml (seed_runs).")
     p.add_argument("--run", required=True, help="a key of seed_runs in dvc_runs.yaml, e.g. bootleg-seed1")
+    p.add_argument("--stage", choices=("train", "eval"), default="train",
+                   help="train: pretrain the seed; eval: the paper's k-NN and last-block linear probe on it")
     p.add_argument("overrides", nargs="*", help="key=value, as for <paper>/launch.py")
-    args = p.parse_args(argv)
-    table = yaml.safe_load((REPO / "dvc_runs.yaml").read_text()).get("seed_runs") or {}
+    args = p.parse_intermixed_args(argv)
+    table = seed_table()
     if args.run not in table:
         print(f"error: --run {args.run!r} is not a seed run of dvc_runs.yaml; known: {', '.join(table) or 'none'} "
               "(set seeds in params.yaml and run python scripts/pipeline.py)", file=sys.stderr)
@@ -74,7 +87,11 @@ def main(argv=None) -> int:
     entry = table[args.run]
     with user_errors(debug=False):
         spec = seed_spec(entry["paper"], entry["base"], int(entry["seed_index"]), args.overrides)
-        submit(entry["paper"], [spec], spec.cfg.cluster, stage="train")
+        if args.stage == "train":
+            submit(entry["paper"], [spec], spec.cfg.cluster, stage="train")
+        else:
+            from eval.api import evaluate_seed_run
+            submit(entry["paper"], [spec], spec.cfg.cluster, stage="eval", after_train=evaluate_seed_run)
     return 0
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
 import eval.api as api
+import eval.tables as tables
 from common.config import encoder_arch
 from common.launch import plan_runs
 from common.papers import discover_papers
@@ -129,8 +131,6 @@ def test_a_table_is_named_by_the_launch_overrides_not_by_a_positional_name(capsy
 
 
 def test_after_the_runs_floors_are_evaluated_here_but_left_to_a_job_on_slurm(tmp_path, monkeypatch, capsys):
-    import eval.tables as tables
-
     ensured = []
     monkeypatch.setattr(tables, "ensure_experiment_floors", lambda paper, overrides: ensured.append(overrides))
     overrides = ["scale=smoke", f"results_root={tmp_path}"]
@@ -161,3 +161,77 @@ def test_cells_read_the_rows_feature_and_show_the_difference_to_a_baseline(tmp_p
     blocks = per_layer_table("per block", [Row("ours", ours, baseline=Row("base", {"linear": {**ours["linear"],
                              "metrics": {"linear/cls@1/best/top1": 59.0}}}))], "linear", 2)
     assert blocks[-2:] == ["| ours | 60.0 | 61.0 |", "| Δ ours | +1.0 | — |"]
+
+
+def _seeded(root: Path, run: str, knn: Sequence[float | None], linear: Sequence[float | None]) -> None:
+    """Records of `run` (seed 0) and of `run-seed<i>` beside it; None: that seed has no record."""
+    for i, (k, l) in enumerate(zip(knn, linear)):
+        name = run if i == 0 else f"{run}-seed{i}"
+        for protocol, value in (("knn", k), ("linear", l)):
+            if value is not None:
+                _record(root / name, protocol, value, run=name)
+
+
+def test_a_row_with_seed_records_shows_mean_std_and_n_and_its_deltas_use_the_means(tmp_path):
+    root = tmp_path / "results" / "paper" / "mini"
+    _seeded(root, "base", [50.0, 52.0, 54.0], [60.0, 61.0, 62.0])
+    _seeded(root, "ours", [55.0, 56.0, 60.0], [70.0, 72.0, None])  # seed 2's linear record is missing
+    _seeded(root, "single", [40.0], [45.0])
+    _record(root / "single-seedling", "knn", 99.0, run="single-seedling")  # not a seed directory
+    _record(root / "ours" / "extra", "knn", 80.0, run="ours")  # an extra evaluation of the run ...
+    _record(root / "ours-seed1" / "extra", "knn", 82.0, run="ours-seed1")  # ... and of its seed 1
+    columns = [Column("k-NN", "knn"), Column("linear", "linear")]
+    base = Row("base", load_run(root / "base"))
+    table = Table("t", columns, [base, Row("ours", load_run(root / "ours"), baseline=base),
+                                 Row("ours, extra", load_run(root / "ours" / "extra")),
+                                 Row("single", load_run(root / "single"), ["1.0"], baseline=base)], ["paper"], ["a note"])
+    text = markdown(table)
+    assert "| base | 52.0 ± 2.0 (n=3) | 61.0 ± 1.0 (n=3) | — | — |" in text
+    # k-NN 57.0 ± sqrt(7) - 52.0; linear over the two seeds with a record: 71.0 ± sqrt(2) - 61.0
+    assert "| ours | 57.0 ± 2.6 (n=3) (+5.0) | 71.0 ± 1.4 (n=2) (+10.0) | — | — |" in text
+    assert "| ours, extra | 81.0 ± 1.4 (n=2) | — | — | — |" in text
+    # a single seed against a seeded baseline: its own number, the difference of seed 0's
+    assert "| single | 40.0 (seed 0: -10.0) | 45.0 (seed 0: -15.0) | — | 1.0 |" in text
+    assert f"\na note\n{tables.SEED_NOTE}\n" in text
+    provenance = text.split("Provenance of every number above")[1]
+    for name, protocol, value in (("base", "knn", 50.0), ("base-seed1", "knn", 52.0), ("base-seed2", "knn", 54.0),
+                                  ("ours-seed2", "knn", 60.0), ("ours-seed1", "linear", 72.0),
+                                  ("ours-seed1/extra", "knn", 82.0)):
+        assert f"- `{root / name}/{protocol}.json`: {protocol}/top1={value:.2f} ckpt" in provenance
+    assert "ours-seed2/linear.json" not in provenance and "seedling" not in text
+
+
+def test_rows_without_seed_records_are_rendered_as_before_byte_for_byte(tmp_path):
+    root = tmp_path / "results" / "paper" / "mini"
+    _seeded(root, "base", [50.0], [60.0])
+    _seeded(root, "ours", [52.5], [61.0])
+    _seeded(root, "other", [40.0], [45.0])
+
+    def render() -> str:
+        base = Row("base", load_run(root / "base"))
+        return markdown(Table("t", [Column("k-NN", "knn"), Column("linear", "linear")],
+                              [base, Row("ours", load_run(root / "ours"), ["70.0"], baseline=base),
+                               Row("other", load_run(root / "other"))], ["paper"], ["a note"]))
+    before = render()
+    assert "| ours | 52.5 (+2.5) | 61.0 (+1.0) | — | 70.0 |" in before
+    assert "±" not in before and tables.SEED_NOTE not in before
+    assert before.count("- `") == 6  # one provenance line per record
+
+    _seeded(root, "other", [40.0, 42.0], [45.0, 47.0])  # seeds of another row change only that row
+    after = render()
+    rows = before.split("\n| other |")[0]  # title, header and the rows of base and ours
+    assert after.startswith(rows + "\n| other | 41.0 ± 1.4 (n=2) | 46.0 ± 1.4 (n=2) | — | — |\n\na note\n")
+    assert set(before.splitlines()) - set(after.splitlines()) == {"| other | 40.0 | 45.0 | — | — |"}
+
+
+def test_seeds_of_a_per_block_grid_are_read_with_seed_0s_feature(tmp_path):
+    """Seed 0 has a head per block, a seed only the last block's (eval.layers=1): a column that
+    reads the last block of the grid reads the same head in both."""
+    root = tmp_path / "results" / "paper" / "mini"
+    grid = {"metric": "linear/best/top1",
+            "metrics": {"linear/cls@1/best/top1": 90.0, "linear/cls@2/best/top1": 60.0, "linear/best/top1": 90.0}}
+    _record(root / "run", "linear", 90.0, run="run", features=["cls@1", "cls@2"], **grid)
+    _record(root / "run-seed1", "linear", 64.0, run="run-seed1", features=["cls@2"], metric="linear/best/top1",
+            metrics={"linear/cls@2/best/top1": 64.0, "linear/best/top1": 64.0})
+    text = markdown(Table("t", [Column("linear", "linear", "linear/{feature}/best/top1")], [Row("run", load_run(root / "run"))]))
+    assert "| run | 62.0 ± 2.8 (n=2) | — |" in text

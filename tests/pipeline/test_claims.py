@@ -1,11 +1,12 @@
 """Claims over seeds: paired t-intervals and verdicts (scripts/claims.py), and RESULTS.md's
-mean ± std cells and Claims section rendered from fake records (scripts/results.py)."""
+mean ± std cells (eval/stats.py) and Claims section rendered from fake records (scripts/results.py)."""
 import json
 import math
 
 import pytest
 import yaml
 
+from eval.stats import mean_pm_std, mean_std
 from scripts import claims, results, seeds
 
 T_975_2 = 4.302653  # Student t, 97.5% quantile, 2 degrees of freedom (printed tables)
@@ -43,8 +44,12 @@ def test_assess_pairs_the_same_seed_index_only():
 
 
 def test_sample_std_divides_by_n_minus_one():
-    assert claims.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
-    assert claims.mean_std([4.0]) == (4.0, None)
+    """One mean ± std for RESULTS.md, the claims and the paper tables (eval/stats.py)."""
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([4.0]) == (4.0, None)
+    assert mean_pm_std([50.0, 52.0, 54.0]) == "52.0 ± 2.0"
+    with pytest.raises(ValueError, match="at least two"):
+        mean_pm_std([4.0])
 
 
 def test_every_claim_compares_two_headline_runs_of_its_paper():

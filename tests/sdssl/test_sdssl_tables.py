@@ -51,3 +51,30 @@ def test_paper_scale_ablations_list_the_papers_rows_with_ours_beside_them(tmp_pa
     text = tables.render(["experiment=table6", f"results_root={tmp_path}"])
     assert "| MLP/1 | — | — | 62.6 |" in text and "| w/o MLP | — | — | 60.3 |" in text
     assert "| floor: raw pixels | — |" in text
+
+
+def _seed(run, index, knn, last_linear):
+    """Seed `index` of a run (scripts/seeds.py): k-NN on the final token and the last block's head only."""
+    directory = records_dir(run.cfg).with_name(f"{run.name}-seed{index}")
+    _write(directory, "knn", {"knn/cls/k20/top1": knn})
+    _write(directory, "linear", {f"linear/cls@{DEPTH}/best/top1": last_linear, "linear/best/top1": last_linear},
+           features=[f"cls@{DEPTH}"])
+
+
+def test_mini_table_shows_mean_std_over_seeds_and_the_difference_of_the_means(tmp_path):
+    overrides = [*OVERRIDES, f"results_root={tmp_path}"]
+    runs = {run.cfg.method.name: run for run in plan_runs("sdssl", overrides)}
+    _run(runs["moco_v3"], [40.0, 50.0, 60.0], [45.0, 67.0, 65.0])
+    _run(runs["sd_moco_v3"], [52.0, 58.0, 61.5], [50.0, 60.0, 66.0])
+    _run(runs["byol"], [40.0, 50.0, 55.0], [45.0, 67.0, 56.0])
+    for index, (base, sd) in enumerate(((62.0, 63.5), (64.0, 65.5)), start=1):
+        _seed(runs["moco_v3"], index, base, base + 5)
+        _seed(runs["sd_moco_v3"], index, sd, sd + 4)
+    text = tables.render(overrides)
+    # k-NN 60, 62, 64 and 61.5, 63.5, 65.5; linear 65, 67, 69 and 66, 67.5, 69.5
+    assert "| MoCo v3 | 62.0 ± 2.0 (n=3) | 67.0 ± 2.0 (n=3) | — | 66.5 | 70.0 |" in text
+    assert "| SD-MoCo v3 | 63.5 ± 2.0 (n=3) (+1.5) | 67.7 ± 1.8 (n=3) (+0.7) | — | 68.0 (+1.5) | 71.5 (+1.5) |" in text
+    assert "| BYOL | 55.0 | 56.0 | — | 66.0 | 70.3 |" in text  # no seeds: as before
+    assert "| Δ SD-MoCo v3 | +5.0 | -7.0 | +1.0 |" in text  # the per-block tables stay seed 0's
+    assert "mean ± std (n=K): mean and sample standard deviation" in text
+    assert f"`{records_dir(runs['moco_v3'].cfg).with_name('moco_v3-seed2')}/linear.json`: linear/best/top1=69.00" in text
