@@ -25,10 +25,11 @@ data: $(STAMP)
 demo: setup
 	$(PY) bootleg/launch.py
 
+# --durations: every CI log lists the slowest tests (the suite's time budget is kept from them).
 # PYTEST_ARGS selects part of the suite, e.g. make test PYTEST_ARGS='-m "not slurm"' (.ci/run does)
 PYTEST_ARGS ?=
 test: setup
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not slurm and not dvcremote and not slow"

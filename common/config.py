@@ -241,9 +241,20 @@ def identity(cfg: DictConfig) -> dict:
     return plain
 
 
+def _digest(plain: dict) -> str:
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def config_hash(cfg: DictConfig) -> str:
-    blob = json.dumps(identity(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return _digest(identity(cfg))
+
+
+def recipe_hash(cfg: DictConfig) -> str:
+    """``config_hash`` without ``train.seed``: equal for the pretraining seeds of one recipe
+    (scripts/seeds.py), so a table averages only seeds of the recipe its run was trained with."""
+    plain = identity(cfg)
+    _drop(plain, "train.seed")
+    return _digest(plain)
 
 
 def _flatten(d, prefix=""):

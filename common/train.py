@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from common import dist
 from common.checkpoint import CheckpointManager, export_encoder, non_finite_tensors, sha256_file
-from common.config import config_hash, save_run_config
+from common.config import config_hash, recipe_hash, save_run_config
 from common.data import ResumableDistributedSampler
 from common.errors import NonFiniteLossError, TrainingInterrupted
 from common.hooks import HookRunner, load_hooks
@@ -540,7 +540,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     summary["health"] = monitor.summary()
     if main:
         meta = {"method": cfg.method.name, "paper": cfg.paper, "run": cfg.run_name,
-                "config_hash": digest, "step": step, **method.export_meta()}
+                "config_hash": digest, "recipe_hash": recipe_hash(cfg), "step": step, **method.export_meta()}
         summary["encoder"] = str(run_dir / "encoder.pt")
         summary["encoder_sha256"] = export_encoder(method.encoder_for_eval(), run_dir / "encoder.pt", meta)
         atomic_write(done_file, json.dumps(summary, indent=2))

@@ -60,7 +60,8 @@ def identity_of(ctx: EvalContext, cfg, run_info: dict | None) -> dict:
     exported = meta.get("encoder") if ctx.encoder.kind == "encoder" else None
     ident = {"method": meta.get("method"), "paper": meta.get("paper"), "run": meta.get("run"),
              "table": cfg.table, "row": cfg.row, "checkpoint_sha256": ctx.encoder.sha256,
-             "config_hash": meta.get("config_hash"), "encoder_kind": ctx.encoder.kind,
+             "config_hash": meta.get("config_hash"), "recipe_hash": meta.get("recipe_hash"),
+             "encoder_kind": ctx.encoder.kind,
              "eval_encoder": exported, "train_git_commit": meta.get("train_git_commit"),
              "init": init_name(ctx.encoder.arch) if ctx.encoder.arch else None}
     ident.update({k: v for k, v in (run_info or {}).items() if v is not None})

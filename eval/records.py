@@ -6,8 +6,10 @@ protocol in ``metrics``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,3 +92,22 @@ def load_records(paths) -> list[dict]:
                     rec.setdefault("_path", str(f))
                     records.append(rec)
     return records
+
+
+def same_recipe(seed0: dict, other: dict) -> bool:
+    """Whether ``other`` (a record of a ``<run>-seed<i>`` run) measures the recipe ``seed0``'s run
+    was trained with: equal ``recipe_hash`` (the config hash without ``train.seed``). A seed left
+    from an earlier recipe of the run (its config changed after the seed was trained)
+    is not averaged in; one line on stderr names it and the command that redoes it."""
+    if seed0.get("recipe_hash") == other.get("recipe_hash"):
+        return True
+    _warn_once(f"warning: {other.get('_path', other.get('run'))} is left out of the mean over seeds: its "
+               f"pretraining recipe {other.get('recipe_hash')} is not the one of {seed0.get('run')} "
+               f"({seed0.get('recipe_hash')}); redo it with python scripts/seeds.py --run {other.get('run')} "
+               "(or dvc repro), or delete it")
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    print(message, file=sys.stderr)

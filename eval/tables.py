@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from omegaconf import OmegaConf
 
 from eval.encoders import floor_label, init_name
-from eval.records import load_records, records_dir
+from eval.records import load_records, records_dir, same_recipe
 from eval.stats import mean_pm_std, mean_std
 
 PIXELS = "pixels"
@@ -101,7 +101,8 @@ def seed_records(record: dict) -> dict[int, dict]:
     """{seed index: record} of one record and its counterparts in the seed runs of its run: the
     same file (``<protocol>.json``, or ``<extra>/<protocol>.json``) under each
     ``<run>-seed<i>`` directory beside the run's records directory. Seed 0 is ``record``; a seed
-    without that file is left out. The run's directory is the record's nearest ancestor named
+    without that file, or trained with another recipe than seed 0 (``same_recipe``), is left
+    out. The run's directory is the record's nearest ancestor named
     by its ``run`` field, else the record's own directory."""
     if "_path" not in record:
         return {0: record}
@@ -112,7 +113,7 @@ def seed_records(record: dict) -> dict[int, dict]:
     for sibling in sorted(run_dir.parent.iterdir()) if run_dir.parent.is_dir() else []:
         if (m := pattern.match(sibling.name)) and (other := sibling / path.relative_to(run_dir)).is_file():
             for rec in load_records([other]):
-                if rec["protocol"] == record["protocol"]:
+                if rec["protocol"] == record["protocol"] and same_recipe(record, rec):
                     found[int(m.group(1))] = rec
     return dict(sorted(found.items()))
 

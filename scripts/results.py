@@ -24,7 +24,7 @@ import yaml
 from common.config import run_location
 from common.train import run_dir_of
 from eval.encoders import floor_label
-from eval.records import CROSS, load_records, records_dir
+from eval.records import CROSS, load_records, records_dir, same_recipe
 from eval.stats import mean_pm_std
 from eval.tables import floors_dir
 from scripts.claims import CLAIMS, LEVEL, assess
@@ -67,15 +67,18 @@ def seed_table() -> dict:
 
 
 def seed_values(rows: dict, seeds: dict, run: str, column: tuple) -> dict[int, tuple[float, dict]]:
-    """{seed index: (value, record)} of one column over the seeds of `run` that have a record;
-    seed 0 is the run itself."""
+    """{seed index: (value, record)} of one column over the seeds of `run` that have a record of
+    seed 0's recipe (``same_recipe``); seed 0 is the run itself."""
     _, protocol, metric, sub = column
     names = {0: run, **{entry["seed_index"]: name for name, entry in seeds.items() if entry["base"] == run}}
     found = {}
     for index, name in sorted(names.items()):
         rec = rows.get(name, {}).get((protocol, sub))
-        if (value := _value(rec, metric)) is not None:
-            found[index] = (value, rec)
+        if (value := _value(rec, metric)) is None:
+            continue
+        if index and 0 in found and not same_recipe(found[0][1], rec):
+            continue  # left from an earlier recipe of the run
+        found[index] = (value, rec)
     return found
 
 

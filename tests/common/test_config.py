@@ -1,7 +1,7 @@
 """Config errors are readable, run directories refuse an incompatible config."""
 import pytest
 
-from common.config import ConfigError, config_hash, load_config, save_run_config
+from common.config import ConfigError, config_hash, load_config, recipe_hash, save_run_config
 
 
 def test_unknown_key_lists_closest_valid_keys():
@@ -32,6 +32,13 @@ def test_hash_ignores_where_a_run_goes_but_not_what_it_computes():
     a = load_config("toy_paper", [])
     assert config_hash(a) == config_hash(load_config("toy_paper", ["train.out_root=/elsewhere", "cluster=slurm"]))
     assert config_hash(a) != config_hash(load_config("toy_paper", ["optim.lr=0.5"]))
+
+
+def test_the_recipe_hash_is_shared_by_the_seeds_of_a_recipe_and_by_nothing_else():
+    a = load_config("toy_paper", [])
+    seed = load_config("toy_paper", [f"train.seed={int(a.train.seed) + 1}", "run_name=toy-seed1"])
+    assert config_hash(seed) != config_hash(a) and recipe_hash(seed) == recipe_hash(a)
+    assert recipe_hash(load_config("toy_paper", ["optim.lr=0.5"])) != recipe_hash(a)
 
 
 def test_run_dir_refuses_incompatible_config_with_diff(tmp_path):

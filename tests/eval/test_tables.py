@@ -224,6 +224,18 @@ def test_rows_without_seed_records_are_rendered_as_before_byte_for_byte(tmp_path
     assert set(before.splitlines()) - set(after.splitlines()) == {"| other | 40.0 | 45.0 | — | — |"}
 
 
+def test_a_seed_trained_with_another_recipe_is_left_out_of_the_mean_and_named(tmp_path, capsys):
+    root = tmp_path / "results" / "paper" / "mini"
+    _record(root / "run", "knn", 50.0, run="run", recipe_hash="r1")
+    _record(root / "run-seed1", "knn", 52.0, run="run-seed1", recipe_hash="r1")
+    _record(root / "run-seed2", "knn", 90.0, run="run-seed2", recipe_hash="r0")  # before the recipe changed
+    text = markdown(Table("t", [Column("k-NN", "knn")], [Row("run", load_run(root / "run"))]))
+    assert "| run | 51.0 ± 1.4 (n=2) |" in text and "run-seed2" not in text
+    err = capsys.readouterr().err
+    assert f"{root / 'run-seed2' / 'knn.json'} is left out of the mean over seeds" in err
+    assert "python scripts/seeds.py --run run-seed2" in err
+
+
 def test_seeds_of_a_per_block_grid_are_read_with_seed_0s_feature(tmp_path):
     """Seed 0 has a head per block, a seed only the last block's (eval.layers=1): a column that
     reads the last block of the grid reads the same head in both."""

@@ -122,3 +122,20 @@ def test_results_show_mean_std_over_seeds_and_the_claims(fake_results):
     assert next(c for c in table if c["better"] == "udi")["verdict"] == "no records"
     assert f"| bootleg | bootleg > ijepa | k-NN | 0: +4.0, 1: +5.0, 2: +3.0 | +4.0 | [{knn_claim['low']:+.1f}, " \
            f"{knn_claim['high']:+.1f}] | holds |" in text
+
+
+def test_a_seed_of_an_earlier_recipe_is_neither_averaged_nor_paired(fake_results, capsys):
+    tmp, root, _, _ = fake_results
+    for run in ("bootleg", "bootleg-seed1"):
+        for protocol in ("knn", "linear"):
+            path = root / run / f"{protocol}.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "recipe_hash": "new"}))
+    # bootleg-seed2 keeps no recipe_hash: trained before the recipe seed 0 was trained with
+    assert results.main(["--results-root", str(tmp / "results"), "--scale", "mini", "--out", str(tmp / "RESULTS.md"),
+                         "--plots", str(tmp / "plots"), "--claims", str(tmp / "claims.json")]) == 0
+    row = next(line for line in (tmp / "RESULTS.md").read_text().splitlines() if line.startswith("| bootleg | bootleg |"))
+    assert "(n=2: " in row and "bootleg-seed2" not in row
+    knn_claim = next(c for c in json.loads((tmp / "claims.json").read_text())
+                     if (c["better"], c["worse"], c["metric"]) == ("bootleg", "ijepa", "k-NN"))
+    assert knn_claim["seeds"] == [0, 1]
+    assert "bootleg-seed2/knn.json is left out of the mean over seeds" in capsys.readouterr().err
