@@ -147,6 +147,45 @@ def test_ema_teacher_projector_follows_only_the_last_student_projector():
         torch.testing.assert_close(t, s)  # teacher started as a copy of the unchanged student
 
 
+def test_byol_loss_is_grill_eq2_symmetrised_with_the_ema_target_of_the_other_view():
+    """BYOL (Grill et al. 2020, Eq. 2): L = ||q_bar - z_bar'||^2 with q = p(g(f(v))) online and
+    z' = g_xi(f_xi(v')) of the target on the *other* view, plus the symmetric term; the target
+    is the EMA network (here made to differ from the online one), gets no gradient, and has no
+    predictor.  Written from the paper, not from sdssl.loss."""
+    method = _method("byol").train()
+    with torch.no_grad():  # a target network that is not the online one
+        for p in [*method.teacher.parameters(), *method.teacher_projector.parameters()]:
+            p.add_(0.05 * torch.randn_like(p))
+    (v1, v2), labels = _batch(batch_size=16)
+
+    def online(v):
+        y = method.student(v).tokens[:, 0]
+        return method.last_predictor(method.last_projector(y[:, None]))[:, 0]
+
+    def target(v):
+        with torch.no_grad():
+            return method.teacher_projector(method.teacher(v).tokens[:, :1])[:, 0]
+
+    def eq2(q, z):
+        q_bar, z_bar = q / q.norm(dim=-1, keepdim=True), z / z.norm(dim=-1, keepdim=True)
+        return ((q_bar - z_bar) ** 2).sum(dim=-1).mean()
+
+    trainable = [p for m in (method.student, method.last_projector, method.last_predictor)
+                 for p in m.parameters() if p.requires_grad]
+    reference = eq2(online(v1), target(v2)) + eq2(online(v2), target(v1))
+    ref_grads = torch.autograd.grad(reference, trainable, allow_unused=True)
+    out = method.losses(((v1, v2), labels), step=3)
+    torch.testing.assert_close(out["loss"], reference)
+    out["loss"].backward()
+    got = [p.grad for p in trainable]
+    for g, r in zip(got, ref_grads):
+        if r is None:
+            assert g is None
+        else:
+            torch.testing.assert_close(g, r, rtol=1e-3, atol=1e-4)  # float32 sums, views batched vs apart
+    assert all(p.grad is None for p in [*method.teacher.parameters(), *method.teacher_projector.parameters()])
+
+
 def test_baselines_have_no_intermediate_terms():
     for name in ("moco_v3", "byol", "simclr"):
         out = _method(name).train().losses(_batch(), step=9)
