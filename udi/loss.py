@@ -43,6 +43,22 @@ def cross_entropy(target: torch.Tensor, student_logits: torch.Tensor, student_te
     return -(target * F.log_softmax(student_logits / student_temp, dim=-1)).sum(-1)
 
 
+@torch.no_grad()
+def target_entropies(probs: torch.Tensor) -> dict:
+    """Collapse monitors of the teacher's centred, sharpened targets ``probs [R, K]`` (the two
+    collapses of DINO's "avoiding collapse" study), logged by the training loop:
+    ``teacher_entropy``, the mean per-row entropy, and ``teacher_batch_entropy``, the entropy
+    of the batch-mean target.  Uniform collapse (the ln K plateau): both near ``ln K``.  One-dimension collapse:
+    both small and close to each other (every image gets the same target).  Learning: the
+    row entropy falls well below the batch entropy; their difference is the mutual
+    information between image and target class.  Per process and micro-batch (the batch
+    entropy grows with the batch size)."""
+    probs = probs.detach().float()
+    row = -torch.special.xlogy(probs, probs).sum(-1).mean()
+    mean = probs.mean(0)
+    return {"teacher_entropy": row, "teacher_batch_entropy": -torch.special.xlogy(mean, mean).sum()}
+
+
 def check_alpha(alpha: float) -> float:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"udi.blend_alpha must lie in [0, 1] (weight of the patch mean in the "
@@ -233,7 +249,9 @@ class UDILoss(nn.Module):
             return F.softmax((logits - self.centers[center]) / teacher_temp, dim=-1)
 
         out = {}
-        losses = {"cls": pairwise_view_loss(student_cls, sharpen(teacher_cls, "cls"), tau_s)}
+        cls_targets = sharpen(teacher_cls, "cls")
+        out.update(target_entropies(cls_targets.flatten(0, 1)))
+        losses = {"cls": pairwise_view_loss(student_cls, cls_targets, tau_s)}
         cls_vectors = teacher_cls.flatten(0, 1)
         self.centers.stage("cls", cls_vectors.sum(0), len(cls_vectors))
         if "patch" in self.terms:

@@ -99,7 +99,7 @@ def test_dino_loss_matches_the_pairwise_formula():
     out = loss(x["s_cls"], x["t_cls"], TAU_T)
     expected = reference_dino(x["s_cls"], x["t_cls"], loss.centers["cls"])
     assert torch.allclose(out["loss"], expected, rtol=1e-5)
-    assert set(out) == {"loss", "loss_cls"}
+    assert set(out) == {"loss", "loss_cls", "teacher_entropy", "teacher_batch_entropy"}
 
 
 def test_dino_loss_with_12_crops_averages_22_pairs():
@@ -220,3 +220,26 @@ def test_inconsistent_loss_settings_fail_with_the_fix():
         UDILoss(K, loss_weights=[1.0, 1.0])
     with pytest.raises(ValueError, match="udi.blend_space must be one of"):
         UDILoss(K, blend_space="probability")
+
+
+def test_teacher_target_entropies_are_logged_for_both_collapses():
+    """Row entropy and entropy of the batch-mean target of softmax((t - c) / tau_t), written
+    here as -sum p log p over the teacher globals' rows."""
+    x = random_inputs()
+    loss = UDILoss(K, TAU_S, num_cls_tokens=1, include_patch=False)
+    loss.centers.center[0] = torch.randn(K)
+    tau_t = 2.0  # a soft target, so that no probability underflows to 0 in the reference's log
+    out = loss(x["s_cls"], x["t_cls"], tau_t)
+    p = softmax((x["t_cls"].reshape(-1, K) - loss.centers["cls"]) / tau_t)
+    ent = lambda q: -(q * torch.log(q)).sum(-1)  # noqa: E731
+    assert torch.allclose(out["teacher_entropy"], ent(p).mean(), rtol=1e-5)
+    assert torch.allclose(out["teacher_batch_entropy"], ent(p.mean(0)), rtol=1e-5)
+    # uniform collapse: teacher logits equal to the center give ln K for both
+    flat = loss(x["s_cls"], loss.centers["cls"].expand(2, B, K), TAU_T)
+    assert math.isclose(float(flat["teacher_entropy"]), math.log(K), rel_tol=1e-6)
+    assert math.isclose(float(flat["teacher_batch_entropy"]), math.log(K), rel_tol=1e-6)
+    # one-dimension collapse: every row one-hot on the same class gives 0 for both
+    peaked = torch.zeros(2, B, K)
+    peaked[..., 3] = 100.0
+    one_dim = loss(x["s_cls"], peaked + loss.centers["cls"], TAU_T)
+    assert float(one_dim["teacher_entropy"]) < 1e-6 and float(one_dim["teacher_batch_entropy"]) < 1e-6

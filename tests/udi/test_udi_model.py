@@ -98,7 +98,7 @@ def test_dino_has_one_class_token_and_no_patch_branch(batch):
     method = build_method(cfg, 10)
     assert method.student.backbone.num_class_tokens == 1 and method.student.srs is None
     out = method.training_step(batch, 0)
-    assert set(out) == {"loss", "loss_cls", "teacher_temp"}
+    assert set(out) == {"loss", "loss_cls", "teacher_temp", "teacher_entropy", "teacher_batch_entropy"}
 
 
 def test_teacher_temperature_warms_up_per_epoch():
