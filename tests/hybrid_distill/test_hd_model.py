@@ -121,3 +121,49 @@ def test_two_micro_batches_give_the_whole_batch_gradient(strategy, teacher_paths
     assert ("keep" in batch) == (strategy == "random")
     method = build_method(cfg, total_steps=10)
     assert_same_gradients(step_gradients(method, batch, 8, accum_steps=2), step_gradients(method, batch, 8))
+
+
+@pytest.mark.parametrize("cls_weight", [1.0, 7.0])
+def test_distill_loss_is_eq1_on_the_feature_eval_reads(teacher_paths, tmp_path, cls_weight):
+    """Distill-X (one teacher, no mask): the training loss equals Eq. 1 recomputed independently
+    from (a) the student as eval extracts it after export (class token = eval's `cls` feature,
+    patches = eval's patch tokens), (b) the teacher file's own final-norm tokens and (c) the
+    linear head: smooth-L1 (beta 2) to per-token whitened targets, class row weighted cls_weight.
+    So what k-NN reads is exactly the row the loss aligns (through the head), in the same token order."""
+    from common.checkpoint import export_encoder
+    from eval.encoders import load as load_eval_encoder
+    from eval.features import Preprocess, compute_atoms, parse_feature
+
+    cfg = smoke_cfg(teacher_paths, tmp_path, "method=distill", "method.tc=clip", f"method.cls_weight={cls_weight}")
+    method = build_method(cfg, total_steps=10)
+    torch.manual_seed(3)
+    with torch.no_grad():  # a student and head away from their init
+        for p in list(method.student.parameters()) + list(method.heads.parameters()):
+            p.add_(0.05 * torch.randn_like(p))
+    method.eval()
+    images = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8)
+    with torch.no_grad():
+        loss = method.training_step({"images": images.float() / 255}, 0)["loss"]
+
+        path = tmp_path / "student" / "encoder.pt"
+        export_encoder(method.encoder_for_eval(), path, {**method.export_meta(), "method": "distill",
+                                                         "paper": "hybrid_distill", "run": "t", "step": 0})
+        enc = load_eval_encoder(str(path))
+        x = Preprocess(enc.meta)(images)
+        (cls_atom,) = parse_feature(enc.meta["feature"], enc.model.depth)
+        feats = compute_atoms(enc.model, x, [cls_atom])
+        student_rows = torch.cat([feats[cls_atom][:, None], enc.model(x).patches], dim=1)  # [B, 1 + N, D]
+
+        teacher, tmeta, _ = load_encoder(teacher_paths["clip"])
+        tx = (images.float() / 255 - torch.tensor(tmeta["mean"]).view(1, -1, 1, 1)) / torch.tensor(tmeta["std"]).view(1, -1, 1, 1)
+        t = teacher.eval()(tx).tokens  # after the teacher's final norm: [class token, patches in raster order]
+        target = (t - t.mean(-1, keepdim=True)) / torch.sqrt(t.var(-1, unbiased=False, keepdim=True) + 1e-6)
+
+        head = method.heads["feature"]
+        d = (student_rows @ head.weight.T + head.bias - target).abs()
+        per_row = torch.where(d < 2.0, 0.5 * d ** 2 / 2.0, d - 1.0).mean(-1)  # [B, 1 + N]
+        w = torch.ones(per_row.shape[1])
+        w[0] = cls_weight
+        want = (per_row * w).sum(1).mean() / w.sum()
+    assert enc.meta["feature"] == "cls" and cls_atom.token == "cls"
+    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
