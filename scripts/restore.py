@@ -123,14 +123,18 @@ def _training_seconds(records: list[dict]) -> float:
     return sum(per_run.values())
 
 
-def run_config_hashes(runs: dict, scale: str) -> dict[str, str]:
-    """Config hash of each run of dvc_runs.yaml at `scale`, as its pretrain stage would train it."""
+def run_config_hashes(runs: dict, scale: str, seed_runs: dict | None = None) -> dict[str, str]:
+    """Config hash of each run of dvc_runs.yaml at `scale` (and of each of its `seed_runs`), as its
+    pretrain (pretrain_seed) stage would train it."""
     from common.config import config_hash
     from common.launch import plan_runs
+    from scripts.seeds import seed_spec
 
     hashes = {}
     for paper in sorted({r["paper"] for r in runs.values()}):
         hashes.update({spec.name: config_hash(spec.cfg) for spec in plan_runs(paper, [f"scale={scale}"])})
+    for name, entry in (seed_runs or {}).items():
+        hashes[name] = config_hash(seed_spec(entry["paper"], entry["base"], int(entry["seed_index"]), [f"scale={scale}"]).cfg)
     return hashes
 
 
@@ -144,6 +148,7 @@ def expected_seconds(stage: str, runs: dict, scale: str, results: Path, config_h
     from eval.tables import floors_dir
 
     kind, _, run = stage.partition("@")
+    kind = kind.removesuffix("_seed")  # a seed run's stages: `runs` and `config_hashes` hold the seed runs too
     if kind in ("pretrain", "eval"):
         paper = runs.get(run, {}).get("paper")
         if paper is None:
@@ -238,8 +243,9 @@ def expected_times(plan: list[str], lock: dict) -> dict[str, float | None]:
               f"params.yaml asks for {scale}")
         return dict.fromkeys(plan)
     table = yaml.safe_load((ROOT / "dvc_runs.yaml").read_text())
-    runs = table["runs"]
-    hashes = run_config_hashes(runs, scale)
+    seeds = table.get("seed_runs") or {}
+    runs = {**table["runs"], **seeds}
+    hashes = run_config_hashes(table["runs"], scale, seeds)
     expected = {s: expected_seconds(s, runs, scale, ROOT / "results", hashes, table["papers"]) for s in plan}
     total = sum(filter(None, expected.values()))
     if total:

@@ -40,6 +40,13 @@ def test_expected_times_come_from_the_records_of_the_current_config(tmp_path):
     assert restore.expected_seconds("eval@r", runs, "mini", tmp_path, hashes) == 15.0
     assert restore.expected_seconds("pretrain@r", runs, "mini", tmp_path, {"r": "changed"}) is None
     assert restore.expected_seconds("tables", runs, "mini", tmp_path, hashes) is None
+    # a seed run's stages read the seed run's own records, of its own config
+    runs["r-seed1"] = {"paper": "p", "base": "r", "seed_index": 1}
+    record(tmp_path / "p/mini/r-seed1/knn.json", paper="p", run="r-seed1", config_hash="s1", wall_time_s=3.0, train_time_s=60.0)
+    record(tmp_path / "cross/mini/r-seed1/knn.json", paper="p", run="r-seed1", config_hash="s1", wall_time_s=2.0)
+    assert restore.expected_seconds("pretrain_seed@r-seed1", runs, "mini", tmp_path, {**hashes, "r-seed1": "s1"}) == 60.0
+    assert restore.expected_seconds("eval_seed@r-seed1", runs, "mini", tmp_path, {**hashes, "r-seed1": "s1"}) == 5.0
+    assert restore.expected_seconds("eval_seed@r-seed1", runs, "mini", tmp_path, hashes) is None
     # a paper's floors: those of its table's experiment at that scale only
     record(tmp_path / "p/floors-exp-mini/pixels/knn.json", wall_time_s=4.0)
     record(tmp_path / "p/floors-exp-mini/random-init-timm/knn.json", wall_time_s=6.0)
