@@ -211,7 +211,7 @@ def pytest_collection_modifyitems(config, items):
 # --------------------------------------------------------------------------- ledger
 def pytest_runtest_logreport(report):
     """``PAPER_RECIPES_LEDGER=<file>``: one JSON line per finished test (id, outcome, seconds,
-    commit, threads, time). The whole `-m paper` set is hours of CPU; with a ledger it can run in
+    commit, threads, time; a recipe's seconds per training step, step_s). The whole `-m paper` set is hours of CPU; with a ledger it can run in
     parts, in several processes or sessions, and what passed at which commit stays readable."""
     path = os.environ.get("PAPER_RECIPES_LEDGER")
     if not path or not (report.when == "call" or report.outcome != "passed"):
@@ -222,6 +222,7 @@ def pytest_runtest_logreport(report):
     from common.provenance import git_commit
     line = {"test": report.nodeid, "outcome": report.outcome, "when": report.when,
             "seconds": round(report.duration, 1), "commit": git_commit(), "threads": TORCH_THREADS,
-            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **dict(report.user_properties)}  # test_paper_recipe: step_s, seconds per training step
     with open(path, "a") as f:  # one short append per line: processes sharing the file do not interleave
         f.write(json.dumps(line) + "\n")

@@ -107,7 +107,7 @@ def run_recipe(paper: str, spec, workdir: Path, out: Path, extra: tuple[str, ...
     return summary
 
 
-def test_paper_recipe(paper_run, synthetic_root, tmp_path, monkeypatch):
+def test_paper_recipe(paper_run, synthetic_root, tmp_path, monkeypatch, record_property):
     paper, experiment, spec = paper_run
     if isinstance(spec, Unplannable):
         pytest.fail(f"{paper}/{experiment} cannot be planned at scale=paper: {spec.error}")
@@ -120,6 +120,8 @@ def test_paper_recipe(paper_run, synthetic_root, tmp_path, monkeypatch):
         return
     monkeypatch.chdir(synthetic_root)
     _OUTCOMES[digest] = f"{paper}/{experiment}/{spec.name} (running)"
-    run_recipe(paper, spec, synthetic_root, tmp_path)
+    summary = run_recipe(paper, spec, synthetic_root, tmp_path)
     _OUTCOMES[digest] = None
+    # the mean of the 2 training steps (the first one included) at batch 2, for the ledger
+    record_property("step_s", round(summary["loop_time_s"]["step"] / summary["steps"], 2))
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)  # ViT-L checkpoints are GBs
