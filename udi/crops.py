@@ -153,11 +153,12 @@ class OverlapMultiCrop(MultiCrop):
             raise ValueError(f"data.aug.overlap_mode {overlap_mode!r} unknown; use one of {OVERLAP_MODES}")
         if local_ref not in LOCAL_REFS:
             raise ValueError(f"data.aug.local_ref {local_ref!r} unknown; use one of {LOCAL_REFS}")
-        for name, size in (("global", global_size), ("local", local_size if n_local else patch_size)):
+        sizes = [("global", global_size)] + ([("local", local_size)] if n_local else [])  # n_local=0: 2 views
+        for name, size in sizes:
             if size < 2 * patch_size or size % patch_size:
                 raise ValueError(
                     f"{name} crop size {size} must be a multiple of the patch size {patch_size} and hold at "
-                    f"least 2x2 patches (token projection needs a grid >= 2); raise crop.{name}_size")
+                    f"least 2x2 patches (token projection needs a grid >= 2); raise data.aug.{name}_size")
         super().__init__(global_size, local_size, n_global=2, n_local=n_local, global_scale=global_scale,
                          local_scale=local_scale, ratio=ratio, flip_p=flip_p, interpolation=interpolation,
                          global_transforms=transform, local_transform=transform)

@@ -98,7 +98,7 @@ def test_crops_carry_boxes_flips_and_flipped_content():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(local_size=4), "local crop size 4 .* patch size 8"),
+    (dict(local_size=4), r"local crop size 4 .* patch size 8.*raise data\.aug\.local_size"),
     (dict(local_size=12), "multiple of the patch size"),
     (dict(overlap_mode="sometimes"), "data.aug.overlap_mode"),
     (dict(local_ref="middle"), "data.aug.local_ref"),
@@ -107,3 +107,9 @@ def test_bad_crop_settings_fail_with_the_fix(kwargs, match):
     args = dict(global_size=32, local_size=16, n_local=2, patch_size=8) | kwargs
     with pytest.raises(ValueError, match=match):
         OverlapMultiCrop(**args)
+
+
+def test_without_local_crops_only_the_two_global_views_are_made_and_local_size_is_not_checked():
+    crop = OverlapMultiCrop(32, 4, n_local=0, patch_size=8)  # a local size that n_local>0 refuses
+    out = crop(torch.rand(1, 40, 40))
+    assert len(out["crops"]) == 2 and all(c.shape[-2:] == (32, 32) for c in out["crops"])
