@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from common.health import health_metrics
+
 
 @torch.no_grad()
 def knn_classify(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
@@ -54,7 +56,9 @@ def knn_classify(train_features: torch.Tensor, train_labels: torch.Tensor, test_
 
 
 def run(ctx) -> tuple[dict, str, dict]:
-    """k-NN on ``eval.token`` (and on every block's token when ``knn.per_layer``)."""
+    """k-NN on ``eval.token`` (and on every block's token when ``knn.per_layer``), with the
+    health (RankMe, per-dimension std, pairwise cosine) of the test features of ``eval.token``:
+    a k-NN number beside the rank of the features it was read from."""
     c = ctx.cfg.knn
     token = ctx.token
     names = [token] + ([f"{token}@{l}" for l in ctx.layers] if c.per_layer else [])
@@ -66,6 +70,7 @@ def run(ctx) -> tuple[dict, str, dict]:
         for k, acc in res.items():
             metrics[f"knn/{name}/k{k}/top1"] = acc["top1"]
             metrics[f"knn/{name}/k{k}/top5"] = acc["top5"]
+    metrics.update({f"health/{token}/{k}": v for k, v in health_metrics(val[token]).items()})
     report_k = int(c.report_k)
     if report_k not in [int(k) for k in c.k]:
         raise ValueError(f"knn.report_k={report_k} is not in knn.k={list(c.k)}")

@@ -57,6 +57,26 @@ def _value(rec: dict | None, metric: str | None) -> float | None:
     return rec["value"] if metric is None else rec["metrics"].get(metric)
 
 
+def above_floor(rows: dict, seeds: dict, run: str) -> str:
+    """k-NN (the seeds' mean) minus the k-NN of a random encoder with the run's own init: the
+    floor a method has to clear, not another init's."""
+    found = seed_values(rows, seeds, run, SEEDED["k-NN"])
+    if run.startswith("random") or run == "pixels" or not found:
+        return "–"
+    init = next(iter(found.values()))[1].get("init")
+    floor = _value(rows.get(f"random-init-{init}", {}).get(("knn", "")), None)
+    if floor is None:
+        return "–"
+    mean = sum(v for v, _ in found.values()) / len(found)
+    return f"{mean - floor:+.1f} ({init})"
+
+
+def rankme_cell(rec: dict | None) -> str:
+    """RankMe of the k-NN test features (eval/knn.py), seed 0."""
+    value = None if rec is None else rec["metrics"].get(f"health/{rec.get('feature')}/rankme")
+    return "–" if value is None else f"{value:.1f}"
+
+
 def _cell(rec: dict | None, metric: str | None, out: Path) -> str:
     value = _value(rec, metric)
     return "–" if value is None else f"[{value:.1f}]({_rel(rec['_path'], out)})"
@@ -182,10 +202,14 @@ def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
              "budgets are small (see each paper's README): most rows sit near or below the floors, "
              "which says nothing about the paper scale. The headline runs of each paper show k-NN and "
              "linear as mean ± sample std over their pretraining seeds (n = the seeds with records, each "
-             "linked); their other columns are seed 0's.", "",
-             "| paper | method | run | " + " | ".join(c[0] for c in COLUMNS) +
+             "linked); their other columns are seed 0's. \"k-NN − floor\" is that k-NN minus the k-NN of "
+             "a randomly initialised encoder with the run's own init (the floor rows below); RankMe is the "
+             "effective rank (Garrido et al. 2023) of the 2,000 test images' k-NN features of seed 0: 1 "
+             "means one direction for every image, the encoder width is the ceiling.", "",
+             "| paper | method | run | " + " | ".join([COLUMNS[0][0], "k-NN − floor (init)", "RankMe",
+                                                     *(c[0] for c in COLUMNS[1:])]) +
              " | best block (linear) | pretrain time (min) | pretrain peak mem (GB) |",
-             "|" + "---|" * (len(COLUMNS) + 6)]
+             "|" + "---|" * (len(COLUMNS) + 8)]
     ordered = sorted(runs.items(), key=lambda kv: (kv[1]["paper"], kv[0]))
     names = [name for name, _ in ordered] + ["pixels"] + sorted(r for r in rows if r.startswith("random"))
     for name in names:
@@ -200,6 +224,7 @@ def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
         cost = [f"{seconds / 60:.1f}" if seconds else "–", f"{mem / 1024:.2f}" if mem else "–"]
         cells = [_seeded_cell(seed_values(rows, seeds, name, column), out) if column[0] in SEEDED
                  else _cell(recs.get((column[1], column[3])), column[2], out) for column in COLUMNS]
+        cells[1:1] = [above_floor(rows, seeds, name), rankme_cell(recs.get(("knn", "")))]
         method = floor_label("random", any_rec.get("init")) if name.startswith("random") else any_rec.get("method")
         lines.append(f"| {paper} | {method} | {name} | " + " | ".join([*cells, best, *cost]) + " |")
     hardware = sorted({r.get("train_hardware") or r.get("hardware") for recs in rows.values() for r in recs.values()})

@@ -289,3 +289,19 @@ def test_image_folder_with_val_split_and_resize(tiny_encoder, tmp_path):
     [rec] = evaluate(tiny_encoder, "knn", cfg, tmp_path / "out")
     assert (rec["train_images"], rec["val_images"]) == (12, 6)
     assert rec["dataset"].startswith("imagefolder:") and len(rec["dataset_hash"]) == 64
+
+
+def test_knn_record_carries_the_rankme_of_the_test_features_it_classified(tiny_encoder, eval_cfg, tmp_path):
+    import numpy as np
+
+    from eval import knn
+
+    cfg = settings.resolve({**eval_cfg, "train_subset": 200, "val_subset": 100})
+    ctx = build_context(tiny_encoder, cfg, tmp_path)
+    metrics, _, extra = knn.run(ctx)
+    token = extra["feature"]
+    z = ctx.features("val", [token])[token].double().numpy()
+    sigma = np.linalg.svd(z, compute_uv=False)
+    p = sigma / sigma.sum() + 1e-7
+    assert metrics[f"health/{token}/rankme"] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-6)
+    assert -1.0 <= metrics[f"health/{token}/cos_mean"] <= 1.0

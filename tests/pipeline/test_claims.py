@@ -104,7 +104,7 @@ def test_results_show_mean_std_over_seeds_and_the_claims(fake_results):
     # seed rows are folded into their run's row, not listed on their own
     assert "| bootleg-seed1 |" not in text
     mae_row = next(line for line in text.splitlines() if line.startswith("| bootleg | mae | mae |"))
-    assert "| [60.0](results/cross/mini/mae/knn.json) | [70.0](results/cross/mini/mae/linear.json) |" in mae_row
+    assert "| [60.0](results/cross/mini/mae/knn.json) | – | – | [70.0](results/cross/mini/mae/linear.json) |" in mae_row
     assert "smoke" not in text
 
     table = json.loads((tmp / "claims.json").read_text())
@@ -139,3 +139,29 @@ def test_a_seed_of_an_earlier_recipe_is_neither_averaged_nor_paired(fake_results
                      if (c["better"], c["worse"], c["metric"]) == ("bootleg", "ijepa", "k-NN"))
     assert knn_claim["seeds"] == [0, 1]
     assert "bootleg-seed2/knn.json is left out of the mean over seeds" in capsys.readouterr().err
+
+
+def test_each_row_is_measured_against_the_floor_of_its_own_init_and_shows_its_rankme(fake_results):
+    tmp, root, bootleg_knn, _ = fake_results
+    floors = tmp / "results" / "cross" / "floors-cross-mini"
+    for init, knn in (("ijepa", 45.0), ("timm", 57.0)):
+        _write(floors, f"random-init-{init}", "knn", knn, {"knn/avgpool/k20/top1": knn,
+                                                            "health/avgpool/rankme": 1.7})
+        path = floors / f"random-init-{init}" / "knn.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "init": init, "feature": "avgpool"}))
+    for run, init in (("bootleg", "ijepa"), ("bootleg-seed1", "ijepa"), ("bootleg-seed2", "ijepa"), ("mae", "timm")):
+        path = root / run / "knn.json"
+        rec = json.loads(path.read_text())
+        rec["metrics"]["health/avgpool/rankme"] = 12.34
+        path.write_text(json.dumps({**rec, "init": init, "feature": "avgpool"}))
+    out = tmp / "RESULTS.md"
+    assert results.main(["--results-root", str(tmp / "results"), "--scale", "mini", "--out", str(out),
+                         "--plots", str(tmp / "plots"), "--claims", str(tmp / "claims.json")]) == 0
+    lines = out.read_text().splitlines()
+    bootleg = next(line for line in lines if line.startswith("| bootleg | bootleg | bootleg |"))
+    # the mean over the three seeds (51.0) against the I-JEPA-init floor (45.0), not the timm one
+    assert "| +6.0 (ijepa) | 12.3 |" in bootleg
+    mae = next(line for line in lines if line.startswith("| bootleg | mae | mae |"))
+    assert "| +3.0 (timm) | 12.3 |" in mae
+    floor = next(line for line in lines if line.startswith("| floor |") and "| random-init-ijepa |" in line)
+    assert "| – | 1.7 |" in floor
