@@ -37,6 +37,7 @@ from hybrid_distill.masking import MaskPlan, gather_tokens, kept_counts, random_
 from hybrid_distill.teachers import Capture, FrozenTeacher, load_teacher
 
 TARGET_KINDS = ("feature", "relation", "msa")
+EVAL_FEATURES = ("cls", "avgpool")  # the exported encoder's image feature (encoder meta `feature`)
 TEACHER_FEATURES = ("post_norm", "block_out")
 EXPORT_ENCODERS = ("student",)  # method.export_encoder: the teachers are fixed inputs, not trained
 
@@ -90,9 +91,11 @@ class HybridDistill(MethodBase):
                  input_meta: dict, mask: dict, tc_feature: str = "post_norm", whiten_targets: bool = True,
                  feat_head: str = "linear", relation_form: str = "scaled", relation_include_cls: bool = True,
                  beta_feat: float = 2.0, beta_rel: float = 2.0, cls_weight: float = 1.0,
-                 grid_align: str = "resize_input", grid_interp: str = "bilinear"):
+                 grid_align: str = "resize_input", grid_interp: str = "bilinear", eval_feature: str = "cls"):
         super().__init__()
         check_grid_options(grid_align, grid_interp)
+        if eval_feature not in EVAL_FEATURES:
+            raise ValueError(f"method.eval_feature={eval_feature!r}; choose one of {EVAL_FEATURES}")
         if student.num_prefix_tokens != 1:
             raise ValueError("the student must have exactly one class token and no registers")
         if tc_feature not in TEACHER_FEATURES:
@@ -107,6 +110,7 @@ class HybridDistill(MethodBase):
         self.tc_feature, self.whiten_targets = tc_feature, whiten_targets
         self.relation_form, self.relation_include_cls = relation_form, relation_include_cls
         self.beta_feat, self.beta_rel, self.cls_weight = beta_feat, beta_rel, cls_weight
+        self.eval_feature = eval_feature
         self.grid_align, self.grid_interp = grid_align, grid_interp
         self.mask_teacher = mask.get("teacher", "tm")
         strategy = mask.get("strategy", "none")
@@ -322,7 +326,7 @@ class HybridDistill(MethodBase):
         return self.student
 
     def export_meta(self) -> dict:
-        return {"feature": "cls", **self.input_meta, "mask_strategy": self.plan.strategy,
+        return {"feature": self.eval_feature, **self.input_meta, "mask_strategy": self.plan.strategy,
                 "kept_patches": self.plan.final_count,
                 "teachers": {name: t.describe() for name, t in self.teachers.items()}}
 
@@ -363,7 +367,7 @@ def build_method(cfg, total_steps: int) -> HybridDistill:
         tc_feature=m.tc_feature, whiten_targets=m.whiten, feat_head=m.feat_head,
         relation_form=m.relation_form, relation_include_cls=m.relation_include_cls,
         beta_feat=m.beta_feat, beta_rel=m.beta_rel, cls_weight=m.cls_weight,
-        grid_align=m.grid_align, grid_interp=m.grid_interp)
+        grid_align=m.grid_align, grid_interp=m.grid_interp, eval_feature=m.eval_feature)
 
 
 def build_method_for_cost(cfg, total_steps: int) -> HybridDistill:

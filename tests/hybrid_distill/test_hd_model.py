@@ -79,6 +79,20 @@ def test_identity_head_needs_equal_width_and_missing_teacher_file(teacher_paths,
         build_method(smoke_cfg(dict(teacher_paths, mae=tmp_path / "nope.pt"), tmp_path), total_steps=10)
 
 
+def test_eval_feature_is_what_the_exported_encoder_is_read_at(teacher_paths, tmp_path):
+    from common.checkpoint import export_encoder
+    from eval.encoders import load as load_eval_encoder
+    from eval.features import resolve_token
+
+    method = build_method(smoke_cfg(teacher_paths, tmp_path, "method.eval_feature=avgpool"), total_steps=10)
+    path = tmp_path / "student" / "encoder.pt"
+    export_encoder(method.encoder_for_eval(), path, {**method.export_meta(), "method": "distill",
+                                                     "paper": "hybrid_distill", "run": "t", "step": 0})
+    assert resolve_token(load_eval_encoder(str(path)), None) == "avgpool"
+    with pytest.raises(ValueError, match=r"method.eval_feature='mean'; choose one of \('cls', 'avgpool'\)"):
+        build_method(smoke_cfg(teacher_paths, tmp_path, "method.eval_feature=mean"), total_steps=10)
+
+
 @pytest.mark.parametrize("extra", [["method.mask.strategy=random"],
                                    ["method.mask.strategy=direct", "method.mask.teacher_tokens=full"],
                                    ["method.terms.tm_relation.kind=msa", "method.relation_form=softmax"]])
