@@ -2,7 +2,10 @@
 
 Reads the records written by scripts/cross_eval.py (results/cross/<scale>/<run>/ and the floors
 in results/cross/floors-cross-<scale>/) and draws two plots:
-linear-probe accuracy per block for every method, and accuracy against training cost.
+linear-probe accuracy per block for every method, and accuracy against training cost; and, per
+paper, the learning curves of its runs (online k-NN and RankMe against step, from each run's
+log.jsonl, which training writes beside its done.json and DVC does not store: a checkout that
+only pulled the runs draws no curves and says so).
 Every number in the table links to the record it comes from. The headline runs with extra
 pretraining seeds (`seed_runs` of dvc_runs.yaml) show k-NN and linear as mean +- std over the
 seeds that have records, and the Claims section tests each paper's claimed direction on them
@@ -233,7 +236,65 @@ def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
     lines += [*render_claims(claims_rows(rows, seeds)), ""]
     for png in draw({name: recs for name, recs in rows.items() if name not in seeds}, runs, scale, plots):
         lines.append(f"![{png.stem}]({_rel(str(png), out)})")
+    curves, missing = draw_curves(runs, scale, plots)
+    if curves:
+        lines += ["", "Learning curves: online k-NN (the training monitor's fixed labelled subset, so lower than "
+                  "the table's k-NN) and RankMe of the student's features on the health batch, against step.", ""]
+        lines += [f"![{png.stem}]({_rel(str(png), out)})" for png in curves]
+    if missing:
+        lines += ["", f"No learning curve for {', '.join(missing)}: no log.jsonl in the run directory "
+                  "(DVC restores encoder.pt and done.json only; retrain to draw them)."]
     return "\n".join(lines) + "\n"
+
+
+RANKME_KEYS = ("health/student/rankme", "health/encoder/rankme")
+
+
+def learning_curve(log: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of the online k-NN and of the monitored student's RankMe in a log.jsonl."""
+    curve = {"knn": [], "rankme": []}
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        if "knn_online/top1" in entry:
+            curve["knn"].append((entry["step"], entry["knn_online/top1"]))
+        rankme = next((entry[k] for k in RANKME_KEYS if k in entry), None)
+        if rankme is not None:
+            curve["rankme"].append((entry["step"], rankme))
+    return curve
+
+
+def draw_curves(runs: dict, scale: str, plots: Path, runs_root: Path = REPO / "runs") -> tuple[list[Path], list[str]]:
+    """learning_curves_<paper>.png per paper with a logged run; returns them and the runs without a log."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_paper, missing = {}, []
+    for name, spec in runs.items():
+        log = run_dir_of(run_location(spec["paper"], scale, name, runs_root)) / "log.jsonl"
+        if log.is_file():
+            by_paper.setdefault(spec["paper"], {})[name] = learning_curve(log)
+        else:
+            missing.append(name)
+    made = []
+    for paper, curves in sorted(by_paper.items()):
+        fig, (knn_ax, rank_ax) = plt.subplots(1, 2, figsize=(11, 4))
+        for name, curve in curves.items():
+            for ax, key in ((knn_ax, "knn"), (rank_ax, "rankme")):
+                if curve[key]:
+                    ax.plot(*zip(*curve[key]), marker=".", label=name)
+        knn_ax.set_ylabel("online k-NN top-1 (%)")
+        rank_ax.set_ylabel("RankMe (student)")
+        for ax in (knn_ax, rank_ax):
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{paper}, {scale}: learning curves (step 0 = the init)")
+        fig.tight_layout()
+        plots.mkdir(parents=True, exist_ok=True)
+        made.append(plots / f"learning_curves_{paper}.png")
+        fig.savefig(made[-1], dpi=110)
+        plt.close(fig)
+    return made, missing
 
 
 def draw(rows, runs, scale: str, plots: Path) -> list[Path]:

@@ -165,3 +165,29 @@ def test_each_row_is_measured_against_the_floor_of_its_own_init_and_shows_its_ra
     assert "| +3.0 (timm) | 12.3 |" in mae
     floor = next(line for line in lines if line.startswith("| floor |") and "| random-init-ijepa |" in line)
     assert "| – | 1.7 |" in floor
+
+
+def _log(path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_learning_curves_are_read_from_each_runs_log_and_drawn_per_paper(tmp_path):
+    runs_root = tmp_path / "runs"
+    _log(runs_root / "bootleg" / "mini" / "bootleg" / "log.jsonl", [
+        {"step": 0, "knn_online/top1": 40.0, "health/student/rankme": 2.0, "health/teacher/rankme": 9.0},
+        {"step": 10, "loss": 1.0},
+        {"step": 50, "knn_online/top1": 55.5, "health/student/rankme": 3.5, "health/teacher/rankme": 9.0}])
+    _log(runs_root / "hybrid_distill" / "mini" / "distill_mae" / "log.jsonl", [
+        {"step": 0, "knn_online/top1": 47.0, "health/encoder/rankme": 5.0}])
+    runs = {"bootleg": {"paper": "bootleg"}, "ijepa": {"paper": "bootleg"},
+            "distill_mae": {"paper": "hybrid_distill"}}
+    made, missing = results.draw_curves(runs, "mini", tmp_path / "plots", runs_root)
+    assert [p.name for p in made] == ["learning_curves_bootleg.png", "learning_curves_hybrid_distill.png"]
+    assert all(p.stat().st_size > 0 for p in made)
+    assert missing == ["ijepa"]
+    # the student's RankMe, not the teacher's; a one-encoder method logs it as "encoder"
+    assert results.learning_curve(runs_root / "bootleg" / "mini" / "bootleg" / "log.jsonl") == {
+        "knn": [(0, 40.0), (50, 55.5)], "rankme": [(0, 2.0), (50, 3.5)]}
+    assert results.learning_curve(runs_root / "hybrid_distill" / "mini" / "distill_mae" / "log.jsonl") == {
+        "knn": [(0, 47.0)], "rankme": [(0, 5.0)]}
