@@ -1,0 +1,90 @@
+"""scripts/repro_lanes.py on a three-stage DVC project: a -> (b, c). It runs what `dvc repro`
+would, two stages at once, each with the thread count it was given, and leaves dvc.lock as
+`dvc repro` would (`dvc status` clean); a failed stage stops only what depends on it."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LANES = REPO / "scripts" / "repro_lanes.py"
+DVC = Path(sys.executable).with_name("dvc")
+
+# b and c each wait (up to 60 s) for the other to have started: they finish only if run at once
+WAIT_FOR = "touch {me}.started; for i in $(seq 600); do [ -e {other}.started ] && break; sleep 0.1; done; " \
+           "[ -e {other}.started ] && cat a.txt > {me}.txt"
+DVC_YAML = f"""stages:
+  a:
+    cmd: {{a_cmd}}
+    deps: [source.txt]
+    outs: [a.txt]
+  b:
+    cmd: {WAIT_FOR.format(me="b", other="c")}
+    deps: [a.txt]
+    outs: [b.txt]
+  c:
+    cmd: {WAIT_FOR.format(me="c", other="b")}
+    deps: [a.txt]
+    outs: [c.txt]
+"""
+
+
+def project(tmp_path: Path, a_cmd: str = 'echo "threads=$OMP_NUM_THREADS" > a.txt') -> Path:
+    subprocess.run([str(DVC), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "source.txt").write_text("v1\n")
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML.format(a_cmd=a_cmd))
+    return tmp_path
+
+
+def lanes(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(LANES), *args], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+
+
+def dvc_status(root: Path) -> str:
+    return subprocess.run([str(DVC), "status"], cwd=root, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    root = project(tmp_path_factory.mktemp("lanes"))
+    return root, lanes(root, "--lanes", "2", "--threads", "1")
+
+
+def test_runs_independent_stages_at_once_with_the_given_threads(ran):
+    root, result = ran
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (root / "b.txt").read_text() == (root / "c.txt").read_text() == "threads=1\n"
+    assert result.stdout.index("done  a") < result.stdout.index("start b")
+
+
+def test_leaves_dvc_lock_as_dvc_repro_would(ran):
+    root, _ = ran
+    assert "up to date" in dvc_status(root)
+    again = lanes(root)
+    assert again.returncode == 0 and "nothing to run" in again.stdout
+
+
+def test_a_changed_dependency_reruns_it_and_everything_downstream(ran):
+    root, _ = ran
+    (root / "source.txt").write_text("v2\n")
+    planned = lanes(root, "--dry-run")
+    assert planned.stdout.split() == ["a", "b", "c"]
+    only_b = lanes(root, "b", "--dry-run")  # a target brings its changed upstream, not its siblings
+    assert only_b.stdout.split() == ["a", "b"]
+
+
+def test_a_failed_stage_stops_what_depends_on_it_and_names_its_log(tmp_path):
+    root = project(tmp_path, a_cmd="echo broken; exit 3")
+    result = lanes(root, "--lanes", "2")
+    assert result.returncode == 1
+    assert "FAIL  a (exit 3" in result.stdout and "skip  b" in result.stdout and "skip  c" in result.stdout
+    log = root / ".dvc" / "tmp" / "lanes" / "a.log"
+    assert str(log) in result.stdout and "broken" in log.read_text()
+    assert not (root / "dvc.lock").exists()
+
+
+def test_an_unknown_target_is_refused_with_the_way_to_list_stages(tmp_path):
+    result = lanes(project(tmp_path), "pretrain@nope")
+    assert result.returncode != 0 and "dvc stage list" in result.stderr
