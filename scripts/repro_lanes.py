@@ -7,6 +7,9 @@ does not keep two cores busy with two threads: two 1-thread processes get more d
 same stages (the changed ones and everything downstream of them, dependencies first), their
 outputs removed first as DVC removes them, each stage's `cmd` in its working directory; only
 the scheduling differs, and each stage is recorded by `dvc commit` once its command succeeded.
+A stage planned only because an upstream stage runs is checked again once that one is recorded
+and kept, not run, if its dependencies came out unchanged (as `dvc repro` does: a teacher
+rebuilt bit for bit does not re-train the students).
 
     python scripts/repro_lanes.py                          # every changed stage, 2 lanes x 1 thread
     python scripts/repro_lanes.py 'pretrain_seed@*' --lanes 2 --threads 1   # those and their upstream
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import queue
 import shutil
@@ -36,6 +40,7 @@ class Plan:
     needs: dict[str, set[str]]           # stage -> the planned stages it depends on
     cmds: dict[str, str] = field(default_factory=dict)
     wdirs: dict[str, str] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)  # changed before anything ran
 
 
 def plan(repo, targets: list[str]) -> Plan:
@@ -66,7 +71,16 @@ def plan(repo, targets: list[str]) -> Plan:
         if name in changed or planned_upstream:
             run.append(name)
             needs[name] = planned_upstream
-    return Plan(run, needs, {name: stages[name].cmd for name in run}, {name: stages[name].wdir for name in run})
+    return Plan(run, needs, {name: stages[name].cmd for name in run}, {name: stages[name].wdir for name in run},
+                changed & set(run))
+
+
+def still_changed(dvc: str, root: str, name: str) -> bool:
+    """Whether `dvc status` still finds the stage changed (its upstream is recorded by now)."""
+    status = subprocess.run([dvc, "status", "--json", name], cwd=root, capture_output=True, text=True)
+    if status.returncode != 0:
+        raise RuntimeError(f"`dvc status {name}` failed:\n{status.stderr}")
+    return bool(json.loads(status.stdout or "{}"))
 
 
 def remove_outs(repo, name: str) -> None:
@@ -114,6 +128,13 @@ def execute(repo, todo: Plan, lanes: int, threads: int, log_dir: Path, dvc: str)
                 print(f"skip  {name}: a stage it depends on failed", flush=True)
             elif todo.needs[name] <= done:
                 pending.remove(name)
+                if name not in todo.changed:
+                    with lock:
+                        unchanged = not still_changed(dvc, repo.root_dir, name)
+                    if unchanged:
+                        done.add(name)
+                        print(f"keep  {name}: its dependencies came out unchanged", flush=True)
+                        continue
                 running.add(name)
                 print(f"start {name}", flush=True)
                 threading.Thread(target=worker, args=(name,), daemon=True).start()
@@ -140,7 +161,7 @@ def execute(repo, todo: Plan, lanes: int, threads: int, log_dir: Path, dvc: str)
         print(f"{len(done)} stages done, {len(failed)} failed ({', '.join(failed)}), "
               f"{len(blocked)} not run because of them", file=sys.stderr)
         return 1
-    print(f"{len(done)} stages done; dvc.lock records them")
+    print(f"{len(done)} stages done or kept; dvc.lock records them")
     return 0
 
 

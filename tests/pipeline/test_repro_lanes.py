@@ -75,6 +75,18 @@ def test_a_changed_dependency_reruns_it_and_everything_downstream(ran):
     assert only_b.stdout.split() == ["a", "b"]
 
 
+def test_stages_whose_upstream_reran_to_the_same_outputs_are_kept_not_run(tmp_path):
+    root = project(tmp_path, a_cmd="echo constant > a.txt")
+    assert lanes(root, "--lanes", "2").returncode == 0
+    (root / "source.txt").write_text("v2\n")  # a re-runs, and writes the same a.txt
+    assert lanes(root, "--dry-run").stdout.split() == ["a", "b", "c"]
+    result = lanes(root, "--lanes", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done  a" in result.stdout and "keep  b" in result.stdout and "keep  c" in result.stdout
+    assert "start b" not in result.stdout and "start c" not in result.stdout
+    assert "up to date" in dvc_status(root)
+
+
 def test_a_failed_stage_stops_what_depends_on_it_and_names_its_log(tmp_path):
     root = project(tmp_path, a_cmd="echo broken; exit 3")
     result = lanes(root, "--lanes", "2")
