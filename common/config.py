@@ -32,7 +32,9 @@ NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "results_
                      # the monitors only measure: a run trains the same weights with them on or off
                      "train.health", "train.knn_monitor",
                      # what to do with a run directory of another config, not what the run computes
-                     "train.on_config_change")
+                     "train.on_config_change",
+                     # fused or explicit attention compute the same function (to rounding)
+                     "train.fused_attn")
 # Keys hashed under the name they had when runs were first made (new -> old), so that a rename
 # keeps the hash of every run directory and the bytes of its encoder.pt. Null (the default)
 # stays out of the hash, as it did under the old name.
