@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,11 @@ NON_IDENTITY_KEYS = ("cluster", "runs", "experiment_name", "run_name", "results_
                      "train.progress", "train.threads", "train.dist_timeout_s", "data.num_workers",
                      "data.root", "eval", "extra_evals", "cost", "optim.allow_full_warmup",
                      # the monitors only measure: a run trains the same weights with them on or off
-                     "train.health", "train.knn_monitor")
+                     "train.health", "train.knn_monitor",
+                     # what to do with a run directory of another config, not what the run computes
+                     "train.on_config_change",
+                     # fused or explicit attention compute the same function (to rounding)
+                     "train.fused_attn")
 # Keys hashed under the name they had when runs were first made (new -> old), so that a rename
 # keeps the hash of every run directory and the bytes of its encoder.pt. Null (the default)
 # stays out of the hash, as it did under the old name.
@@ -37,6 +42,9 @@ HASHED_UNDER_OLD_NAME = {"method.export_encoder": "eval.encoder"}
 # Keys added after runs existed: left out of the hash while null (their default), so the
 # run directories made before them keep their hash.
 NULL_DEFAULT_KEYS = ("data.per_process_batch", "train.max_steps")
+# train.on_config_change: a run directory of another config is refused (an interactive relaunch
+# with a typo must not bury the run), or archived (pipelines, where a changed recipe is meant)
+ON_CONFIG_CHANGE = ("refuse", "archive")
 
 
 class ConfigError(UserError, ValueError):
@@ -285,11 +293,13 @@ def _has_training_state(run_dir: Path) -> bool:
 
 
 def save_run_config(cfg: DictConfig, run_dir: Path) -> str:
-    """Write config.yaml + config_hash; refuse a run directory made by an incompatible config.
+    """Write config.yaml + config_hash; refuse a run directory made by an incompatible config,
+    or with ``train.on_config_change=archive`` move it aside whole and start a fresh one.
 
     A directory whose start failed before its first checkpoint holds nothing to lose: it
     takes the new config (said in one line), so a corrected relaunch is not wedged.
     """
+    on_change = _on_config_change(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     digest = config_hash(cfg)
     existing = run_dir / "config.yaml"
@@ -300,17 +310,48 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> str:
             diff = [line.strip() for line in config_diff(identity(old), identity(cfg))]
             shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
             if _has_training_state(run_dir):
-                raise ConfigError(
-                    f"{run_dir} holds a run of another configuration (hash {old_digest} != {digest}: "
-                    f"{shown}); refusing to resume it: choose another run_name, or restore the old values")
-            print(f"note: {run_dir} has no checkpoint yet; replacing its config ({shown})",
-                  file=sys.stderr, flush=True)
-            log = run_dir / "log.jsonl"
-            if log.exists():  # the failed start's lines are kept, apart from the new run's log
-                log.replace(run_dir / f"log.{old_digest}.jsonl")
+                if on_change == "refuse":
+                    raise ConfigError(
+                        f"{run_dir} holds a run of another configuration (hash {old_digest} != {digest}: "
+                        f"{shown}); refusing to resume it: choose another run_name, restore the old values, "
+                        "or pass train.on_config_change=archive to move it aside and start afresh")
+                kept = archive_run_dir(run_dir, old_digest)
+                print(f"note: {run_dir} held a run of another configuration ({shown}); moved it to {kept}",
+                      file=sys.stderr, flush=True)
+                run_dir.mkdir(parents=True)
+                existing = run_dir / "config.yaml"
+            else:
+                _replace_failed_start(run_dir, old_digest, shown)
     atomic_write(existing, OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write(run_dir / "config_hash", digest + "\n")
     return digest
+
+
+def _on_config_change(cfg: DictConfig) -> str:
+    choice = OmegaConf.select(cfg, "train.on_config_change", default="refuse")
+    if choice not in ON_CONFIG_CHANGE:
+        raise ConfigError(f"train.on_config_change={choice!r} is not one of {', '.join(ON_CONFIG_CHANGE)}")
+    return choice
+
+
+def archive_run_dir(run_dir: Path, old_digest: str) -> Path:
+    """Move a run directory aside, whole, to ``<run>.config-<its hash>`` beside it (``.2``, ``.3``
+    if that name is taken), so that nothing it holds is lost or overwritten."""
+    target = run_dir.with_name(f"{run_dir.name}.config-{old_digest}")
+    for n in itertools.count(2):
+        if not target.exists():
+            break
+        target = run_dir.with_name(f"{run_dir.name}.config-{old_digest}.{n}")
+    run_dir.rename(target)
+    return target
+
+
+def _replace_failed_start(run_dir: Path, old_digest: str, shown: str) -> None:
+    """A directory whose start failed before its first checkpoint takes the new config."""
+    print(f"note: {run_dir} has no checkpoint yet; replacing its config ({shown})", file=sys.stderr, flush=True)
+    log = run_dir / "log.jsonl"
+    if log.exists():  # the failed start's lines are kept, apart from the new run's log
+        log.replace(run_dir / f"log.{old_digest}.jsonl")
 
 
 def run_location(paper: str, scale: str, run: str, out_root: str | Path = "runs",

@@ -36,6 +36,7 @@ from common.optim import apply_schedule, build_optimizer, scaled_lr
 from common.phases import PhaseTimer
 from common.provenance import git_commit, hardware, peak_memory_mb, resolve_device
 from common.schedules import cosine_schedule, ijepa_cosine_wd, ijepa_warmup_cosine
+from common.vit import set_fused_attention
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +374,10 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
     dataset, collate_fn = paper.build_train_data(cfg)
     plan = make_plan(cfg, len(dataset), dist.world_size())
     method = check_method(paper.build_method(cfg, plan.total_steps), cfg.paper).to(device)
+    fused = bool(cfg.train.get("fused_attn", True))
+    layers = set_fused_attention(method, fused)
+    log.info("attention: %s in %d layers (train.fused_attn=%s)", "fused SDPA" if fused else "explicit", layers,
+             str(fused).lower())
     groups = method.param_groups()
     params = [p for g in groups for p in g["params"]]
     optimizer = build_optimizer(groups, cfg.optim)

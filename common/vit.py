@@ -490,6 +490,16 @@ class ViT(VisionTransformer):
         return ViTOutput(tokens, self.num_prefix_tokens, self.num_class_tokens, hidden, captured)
 
 
+def set_fused_attention(module: nn.Module, fused: bool) -> int:
+    """Switch every attention layer under ``module`` (timm's and this file's: those with a
+    ``fused_attn`` attribute) between torch's fused scaled-dot-product kernels and the explicit
+    softmax(QK^T / sqrt(d)) V; the two compute the same function. Returns how many it switched."""
+    layers = [m for m in module.modules() if hasattr(m, "fused_attn")]
+    for layer in layers:
+        layer.fused_attn = fused
+    return len(layers)
+
+
 def load_state_dict_checked(
     vit: nn.Module, state_dict: Mapping[str, torch.Tensor], ignore_prefixes: Iterable[str] = ()
 ) -> None:

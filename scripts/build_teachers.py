@@ -89,9 +89,10 @@ def plan_teacher(role: str, recipe: dict, scale: str, out_root: str, results_roo
     if trainer not in discover_papers(REPO):
         raise SystemExit(f"error: teacher {role!r}: trainer {trainer!r} is neither a paper directory "
                          f"({', '.join(discover_papers(REPO))}) nor {FINETUNE!r}; fix {RECIPES}/{scale}.yaml")
-    # experiment=none: one run, and no table of the paper rendered after it
+    # experiment=none: one run, and no table of the paper rendered after it; a teacher of an
+    # earlier recipe is moved aside (a changed recipe here is meant, and nothing is deleted)
     args = ["experiment=none", f"scale={scale}", *recipe["overrides"], f"run_name={run}",
-            f"train.out_root={out_root}", f"results_root={records}"]
+            f"train.out_root={out_root}", f"results_root={records}", "train.on_config_change=archive"]
     encoder = run_dir_of(plan_runs(trainer, args)[0].cfg) / "encoder.pt"
     return Teacher(role, trainer, f"{trainer}/launch.py", args, encoder)
 

@@ -49,3 +49,43 @@ def test_run_dir_refuses_incompatible_config_with_diff(tmp_path):
     with pytest.raises(ConfigError, match=r"another configuration.*model.embed_dim: 32 -> 64"):
         save_run_config(load_config("toy_paper", ["model.embed_dim=64"]), tmp_path)
     assert "embed_dim: 32" in (tmp_path / "config.yaml").read_text()
+
+
+def _trained(run_dir, cfg):
+    save_run_config(cfg, run_dir)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "step_000000001.pt").write_bytes(b"state")
+    (run_dir / "done.json").write_text("{}")
+
+
+def test_archive_moves_a_run_of_another_config_aside_whole(tmp_path):
+    run_dir = tmp_path / "run"
+    old = load_config("toy_paper", [])
+    _trained(run_dir, old)
+    new = load_config("toy_paper", ["model.embed_dim=64", "train.on_config_change=archive"])
+    save_run_config(new, run_dir)
+    kept = tmp_path / f"run.config-{config_hash(old)}"
+    assert (kept / "checkpoints" / "step_000000001.pt").read_bytes() == b"state"
+    assert (kept / "done.json").exists() and "embed_dim: 32" in (kept / "config.yaml").read_text()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "config_hash"]
+    assert (run_dir / "config_hash").read_text().strip() == config_hash(new)
+
+
+def test_archive_never_overwrites_an_earlier_archive(tmp_path):
+    run_dir = tmp_path / "run"
+    old = load_config("toy_paper", [])
+    for embed_dim in (64, 96):
+        _trained(run_dir, old)
+        save_run_config(load_config("toy_paper", [f"model.embed_dim={embed_dim}", "train.on_config_change=archive"]),
+                        run_dir)
+        for p in list(run_dir.iterdir()):
+            p.unlink()
+    stem = f"run.config-{config_hash(old)}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", stem, f"{stem}.2"]
+
+
+def test_on_config_change_is_not_part_of_the_hash_and_is_checked():
+    assert config_hash(load_config("toy_paper", ["train.on_config_change=archive"])) == \
+        config_hash(load_config("toy_paper", []))
+    with pytest.raises(ConfigError, match=r"train.on_config_change='keep' is not one of refuse, archive"):
+        save_run_config(load_config("toy_paper", ["train.on_config_change=keep"]), None)

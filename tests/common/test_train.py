@@ -155,3 +155,13 @@ def test_max_steps_and_per_process_batch_keep_the_full_runs_schedule(toy_overrid
     assert [r["lr"] for r in capped_log] == [r["lr"] for r in full_log[:5]]
     assert [r["wd"] for r in capped_log] == [r["wd"] for r in full_log[:5]]
     assert CheckpointManager(run_dir_of(capped)).list()[0][0] == 5  # the stop point is saved
+
+
+def test_fused_attn_switch_reaches_every_attention_layer_of_the_method(toy_overrides, caplog):
+    caplog.set_level(logging.INFO, logger="common.train")
+    cfg = load_config("toy_paper", [*toy_overrides, "run_name=explicit", "train.fused_attn=false",
+                                    "train.max_steps=1"])
+    train(cfg)
+    # the toy method: a student and an EMA teacher ViT, 2 blocks each (tests/toy_paper/configs)
+    depth = int(cfg.model.depth)
+    assert f"attention: explicit in {2 * depth} layers (train.fused_attn=false)" in caplog.text

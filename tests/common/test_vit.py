@@ -9,7 +9,7 @@ import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from common.vit import ViT, attention_probs, load_state_dict_checked, sincos_pos_embed_2d
+from common.vit import ViT, attention_probs, load_state_dict_checked, set_fused_attention, sincos_pos_embed_2d
 
 SMOKE = dict(img_size=32, patch_size=4, embed_dim=64, depth=3, num_heads=4)
 
@@ -422,3 +422,14 @@ def test_take_tokens_picks_positions_along_the_token_dimension():
         for b in range(3):
             assert torch.equal(picked[m, b], x[m, b][index[m, b]])
     assert torch.equal(take_tokens(x[0], index[0, :, :2]), torch.stack([x[0, b][index[0, b, :2]] for b in range(3)]))
+
+
+def test_explicit_attention_computes_what_fused_attention_computes():
+    vit = smoke_vit()
+    x = images()
+    with torch.no_grad():
+        fused = vit(x).tokens
+        assert set_fused_attention(vit, False) == SMOKE["depth"]
+        assert not any(block.attn.fused_attn for block in vit.blocks)
+        explicit = vit(x).tokens
+    torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
