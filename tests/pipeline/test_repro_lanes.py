@@ -1,6 +1,7 @@
 """scripts/repro_lanes.py on a three-stage DVC project: a -> (b, c). It runs what `dvc repro`
 would, two stages at once, each with the thread count it was given, and leaves dvc.lock as
 `dvc repro` would (`dvc status` clean); a failed stage stops only what depends on it."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,66 @@ def test_a_failed_stage_stops_what_depends_on_it_and_names_its_log(tmp_path):
 def test_an_unknown_target_is_refused_with_the_way_to_list_stages(tmp_path):
     result = lanes(project(tmp_path), "pretrain@nope")
     assert result.returncode != 0 and "dvc stage list" in result.stderr
+
+
+CHAIN_YAML = """stages:
+  a:
+    cmd: {a_cmd}
+    deps: [source.txt]
+    outs: [a.txt]
+  b:
+    cmd: cat a.txt > b.txt
+    deps: [a.txt]
+    outs: [b.txt]
+  c:
+    cmd: {c_cmd}
+    deps: [a.txt]
+    outs: [c.txt]
+"""
+
+
+def chain(root: Path, a_cmd: str = "cat source.txt > a.txt", c_cmd: str = "cat a.txt > c.txt") -> Path:
+    if not (root / ".dvc").exists():
+        subprocess.run([str(DVC), "init", "--no-scm", "-q"], cwd=root, check=True)
+        (root / "source.txt").write_text("v1\n")
+    (root / "dvc.yaml").write_text(CHAIN_YAML.format(a_cmd=a_cmd, c_cmd=c_cmd))
+    return root
+
+
+def as_fresh_clone(root: Path) -> None:
+    """What a clone without the DVC cache or a remote holds: dvc.yaml and dvc.lock, no outputs."""
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (root / name).unlink()
+    shutil.rmtree(root / ".dvc" / "cache")
+
+
+def test_first_moves_the_matching_stages_and_what_they_need_to_the_front(tmp_path):
+    root = chain(tmp_path)
+    assert lanes(root, "--dry-run").stdout.split() == ["a", "b", "c"]
+    assert lanes(root, "--dry-run", "--first", "c").stdout.split() == ["a", "c", "b"]
+
+
+def test_allow_missing_runs_what_changed_and_rebuilds_only_the_missing_inputs_it_needs(tmp_path):
+    root = chain(tmp_path)
+    assert lanes(root).returncode == 0
+    as_fresh_clone(root)
+    assert lanes(root, "--dry-run").stdout.split() == ["a", "b", "c"]  # without it: everything is missing
+    assert "nothing to run" in lanes(root, "--allow-missing", "--dry-run").stdout
+    chain(root, c_cmd="cat a.txt a.txt > c.txt")  # c's command changed; a and b did not
+    planned = lanes(root, "--allow-missing", "--dry-run")
+    assert planned.stdout.split() == ["a", "c"] and "restore a:" in planned.stderr
+    result = lanes(root, "--allow-missing")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "start b" not in result.stdout and "note" not in result.stdout  # a came out as pinned
+    assert (root / "c.txt").read_text() == "v1\nv1\n" and not (root / "b.txt").exists()
+    assert "nothing to run" in lanes(root, "--allow-missing", "--dry-run").stdout
+
+
+def test_allow_missing_says_when_a_rebuilt_input_differs_from_the_pinned_one(tmp_path):
+    root = chain(tmp_path, a_cmd="date +%N > a.txt")
+    assert lanes(root).returncode == 0
+    as_fresh_clone(root)
+    chain(root, a_cmd="date +%N > a.txt", c_cmd="cat a.txt a.txt > c.txt")
+    result = lanes(root, "--allow-missing")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "note  a: rebuilt, but not to the outputs dvc.lock pinned" in result.stdout
