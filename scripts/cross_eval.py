@@ -5,8 +5,8 @@ config, so the rows of RESULTS.md are comparable: k-NN, linear (final token and 
 block), attentive probe, low-shot 1%/10%, and k-NN transfer to MNIST-5k.
 
     python scripts/cross_eval.py --run bootleg               # records in results/cross/<scale>/<run>/
-    python scripts/cross_eval.py --floors                    # pixels + a random encoder per init,
-                                                             # in results/cross/floors-cross-<scale>/
+    python scripts/cross_eval.py --floors                    # pixels + a random encoder per init and
+                                                             # arch, in results/cross/floors-cross-<scale>/
     python scripts/cross_eval.py --run bootleg-seed1 --trim  # a seed run: k-NN + last-block linear
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from common.config import run_location
 from common.train import run_dir_of
 from eval.api import SEED_PROTOCOLS, evaluate
 from eval.records import CROSS, records_dir
-from eval.tables import ensure_floors, floors_dir, make_floors
+from eval.tables import PIXELS, Floor, ensure_floors, floors_dir, pixel_eval_cfg, random_floor_name
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("knn", "linear", "attentive", "lowshot")
@@ -68,11 +68,15 @@ def evaluate_all(encoder: str, out_dir: Path, scale: str, run_info: dict | None 
 
 def evaluate_floors(results: Path, scale: str) -> None:
     """The floor rows of RESULTS.md (one layout with every table's: eval/tables.py), unless
-    current: raw pixels and a random encoder per distinct init of the runs (`floor_archs`), under
-    the same protocols as the runs, the MNIST-5k transfer included."""
+    current: raw pixels and a random encoder per distinct init and architecture of the runs,
+    ``random-init-<key>`` for each key of `floor_archs` (the floors `run_floors` measures the
+    runs against), under the same protocols as the runs, the MNIST-5k transfer included."""
     archs = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["floor_archs"]
     cfg = {**cross_cfg(scale), "protocols": list(PROTOCOLS)}
-    floors = make_floors(floors_dir(results.parent, results.name, "cross", scale), [(arch, cfg) for arch in archs.values()])
+    root = floors_dir(results.parent, results.name, "cross", scale)
+    # not make_floors: it keeps one floor per init, and several keys of floor_archs share one
+    floors = [Floor(PIXELS, None, pixel_eval_cfg(cfg), root / PIXELS),
+              *(Floor(random_floor_name(key), arch, cfg, root / random_floor_name(key)) for key, arch in archs.items())]
     transfer = [replace(f, eval_cfg={**f.eval_cfg, **TRANSFER, "protocols": ["knn"]}, out_dir=f.out_dir / "mnist5k")
                 for f in floors]
     ensure_floors([*floors, *transfer], {"table": "cross"})
@@ -83,7 +87,7 @@ def main(argv=None) -> int:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", nargs="+", help="run names of dvc_runs.yaml")
     what.add_argument("--floors", action="store_true",
-                      help="raw pixels and a random encoder per distinct init of the runs")
+                      help="raw pixels and a random encoder per distinct init and architecture of the runs")
     p.add_argument("--scale", choices=("smoke", "mini"), default="mini")
     p.add_argument("--runs-root", default="runs", help="train.out_root of the runs")
     p.add_argument("--results-root", default="results",

@@ -26,11 +26,12 @@ import yaml
 
 from common.config import run_location
 from common.train import run_dir_of
-from eval.encoders import floor_label
+from eval.encoders import floor_label, init_name
 from eval.records import CROSS, load_records, records_dir, same_recipe
 from eval.stats import mean_pm_std
-from eval.tables import floors_dir
+from eval.tables import floors_dir, random_floor_name
 from scripts.claims import CLAIMS, LEVEL, assess
+from scripts.pipeline import built_arch
 
 REPO = Path(__file__).resolve().parents[1]
 PER_LAYER = re.compile(r"^linear/[a-z_]+@(\d+)/best/top1$")
@@ -60,18 +61,35 @@ def _value(rec: dict | None, metric: str | None) -> float | None:
     return rec["value"] if metric is None else rec["metrics"].get(metric)
 
 
-def above_floor(rows: dict, seeds: dict, run: str) -> str:
-    """k-NN (the seeds' mean) minus the k-NN of a random encoder with the run's own init: the
-    floor a method has to clear, not another init's."""
+def arch_label(arch: dict) -> str:
+    """What tells floors of one init apart: depth, patch size and the feature a random encoder
+    is read at (eval/encoders.py: its first class token, else the patch mean)."""
+    built = built_arch(arch)
+    tokens = built["num_class_tokens"]
+    readout = "patch mean" if not tokens else "cls" if tokens == 1 else f"cls of {tokens}"
+    return f"depth {built['depth']}, patch {built['patch_size']}, {readout}"
+
+
+def above_floor(rows: dict, seeds: dict, run: str, floors: tuple[dict, dict]) -> str:
+    """k-NN (the seeds' mean) minus the k-NN of the run's own floor (`run_floors`): a random
+    encoder of its init and its arch, the floor a method has to clear, not another encoder's.
+    A floor whose record was read at another feature than the run's is no floor of it."""
+    archs, of_run = floors
     found = seed_values(rows, seeds, run, SEEDED["k-NN"])
-    if run.startswith("random") or run == "pixels" or not found:
-        return "–"
-    init = next(iter(found.values()))[1].get("init")
-    floor = _value(rows.get(f"random-init-{init}", {}).get(("knn", "")), None)
-    if floor is None:
+    key = of_run.get(run)
+    floor = rows.get(random_floor_name(key), {}).get(("knn", "")) if key else None
+    if not found or floor is None or floor.get("feature") != next(iter(found.values()))[1].get("feature"):
         return "–"
     mean = sum(v for v, _ in found.values()) / len(found)
-    return f"{mean - floor:+.1f} ({init})"
+    return f"{mean - floor['value']:+.1f} ({init_name(archs[key])}, {arch_label(archs[key])})"
+
+
+def floor_row_label(name: str, init: str | None, archs: dict) -> str:
+    """``random init (<init> init)``, and the arch where the floor is one of ``floor_archs``:
+    several floors may share an init."""
+    label = floor_label("random", init)
+    key = name.removeprefix(random_floor_name(""))
+    return f"{label}, {arch_label(archs[key])}" if key in archs else label
 
 
 def rankme_cell(rec: dict | None) -> str:
@@ -87,6 +105,12 @@ def _cell(rec: dict | None, metric: str | None, out: Path) -> str:
 
 def seed_table() -> dict:
     return yaml.safe_load((REPO / "dvc_runs.yaml").read_text()).get("seed_runs") or {}
+
+
+def floor_table() -> tuple[dict, dict]:
+    """``floor_archs`` (floor key -> arch) and ``run_floors`` (run -> floor key) of dvc_runs.yaml."""
+    table = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())
+    return table["floor_archs"], table["run_floors"]
 
 
 def seed_values(rows: dict, seeds: dict, run: str, column: tuple) -> dict[int, tuple[float, dict]]:
@@ -192,6 +216,7 @@ def collect(results_root: Path, scale: str, runs: dict) -> dict[str, dict[tuple[
 def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
     runs = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["runs"]
     seeds = seed_table()
+    floors = floor_table()
     rows = collect(results_root, scale, {**runs, **seeds})
     lines = ["# Cross-paper results at the mini budget", "",
              "Every method below was pretrained on Fashion-MNIST at its paper's mini scale and evaluated "
@@ -206,7 +231,14 @@ def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
              "which says nothing about the paper scale. The headline runs of each paper show k-NN and "
              "linear as mean ± sample std over their pretraining seeds (n = the seeds with records, each "
              "linked); their other columns are seed 0's. \"k-NN − floor\" is that k-NN minus the k-NN of "
-             "a randomly initialised encoder with the run's own init (the floor rows below); RankMe is the "
+             "a randomly initialised encoder of the run's own init and architecture (the floor rows below; "
+             "the cell names the floor's init, depth, patch size and the feature it is read at, and is – "
+             "where that floor has no record or is read at another feature than the run). A run read at "
+             "its patch mean though built with a class token (Hybrid Distill's students) is measured "
+             "against the floor of its architecture without the class token, read at the patch mean too: "
+             "a random encoder is read at its class token whenever it has one, and the student's class "
+             "token, which its patch tokens attend to but no probe reads, is all the two differ by. "
+             "RankMe is the "
              "effective rank (Garrido et al. 2023) of the 2,000 test images' k-NN features of seed 0: 1 "
              "means one direction for every image, the encoder width is the ceiling.", "",
              "| paper | method | run | " + " | ".join([COLUMNS[0][0], "k-NN − floor (init)", "RankMe",
@@ -227,8 +259,9 @@ def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
         cost = [f"{seconds / 60:.1f}" if seconds else "–", f"{mem / 1024:.2f}" if mem else "–"]
         cells = [_seeded_cell(seed_values(rows, seeds, name, column), out) if column[0] in SEEDED
                  else _cell(recs.get((column[1], column[3])), column[2], out) for column in COLUMNS]
-        cells[1:1] = [above_floor(rows, seeds, name), rankme_cell(recs.get(("knn", "")))]
-        method = floor_label("random", any_rec.get("init")) if name.startswith("random") else any_rec.get("method")
+        cells[1:1] = [above_floor(rows, seeds, name, floors), rankme_cell(recs.get(("knn", "")))]
+        method = floor_row_label(name, any_rec.get("init"), floors[0]) if name.startswith("random") \
+            else any_rec.get("method")
         lines.append(f"| {paper} | {method} | {name} | " + " | ".join([*cells, best, *cost]) + " |")
     hardware = sorted({r.get("train_hardware") or r.get("hardware") for recs in rows.values() for r in recs.values()})
     commits = sorted({r["git_commit"] for recs in rows.values() for r in recs.values()})

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from common.launch import plan_runs
-from scripts.pipeline import floor_archs
+from scripts.pipeline import floors
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -40,7 +40,8 @@ def make_copy(root: Path) -> tuple[Path, dict]:
     (repo / "params.yaml").write_text("scale: smoke\nseeds: 1\n")
     table = {"papers": {"bootleg": {"experiment": "compare"}},
              "runs": {"bootleg": {"paper": "bootleg", "extra_dep": "bootleg/configs"}},
-             "seed_runs": {}, "floor_archs": floor_archs(plan_runs("bootleg", [], only="bootleg"))}
+             "seed_runs": {}}
+    table["floor_archs"], table["run_floors"] = floors(plan_runs("bootleg", [], only="bootleg"))
     (repo / "dvc_runs.yaml").write_text(yaml.safe_dump(table, sort_keys=False))
     env = dict(os.environ)
     # stage commands run `python`: the test's interpreter, importing the copy, not the checkout;

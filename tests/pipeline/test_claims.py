@@ -160,11 +160,53 @@ def test_each_row_is_measured_against_the_floor_of_its_own_init_and_shows_its_ra
     lines = out.read_text().splitlines()
     bootleg = next(line for line in lines if line.startswith("| bootleg | bootleg | bootleg |"))
     # the mean over the three seeds (51.0) against the I-JEPA-init floor (45.0), not the timm one
-    assert "| +6.0 (ijepa) | 12.3 |" in bootleg
+    assert "| +6.0 (ijepa, depth 6, patch 4, patch mean) | 12.3 |" in bootleg
     mae = next(line for line in lines if line.startswith("| bootleg | mae | mae |"))
-    assert "| +3.0 (timm) | 12.3 |" in mae
+    assert "| +3.0 (timm, depth 6, patch 4, patch mean) | 12.3 |" in mae
     floor = next(line for line in lines if line.startswith("| floor |") and "| random-init-ijepa |" in line)
+    assert floor.startswith("| floor | random init (ijepa init), depth 6, patch 4, patch mean | random-init-ijepa |")
     assert "| – | 1.7 |" in floor
+
+
+def _with(path, **fields):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def test_each_row_is_measured_against_the_floor_of_its_own_arch_among_floors_of_one_init(fake_results, monkeypatch):
+    tmp, root, _, _ = fake_results
+    vit = {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 128, "num_heads": 4}
+    archs = {"timm": {**vit, "depth": 6, "num_class_tokens": 0, "global_pool": "avg"},
+             "timm-dino": {**vit, "depth": 4, "num_class_tokens": 1},
+             "timm-udi": {**vit, "depth": 4, "num_class_tokens": 2}}
+    # a patch-mean student built with a class token has the class-token-free floor (scripts/pipeline.py);
+    # distill_clip's is one read at the class token, as a stale table could name
+    monkeypatch.setattr(results, "floor_table", lambda: (archs, {"mae": "timm", "dino": "timm-dino", "udi": "timm-udi",
+                                                                 "hybrid_clip": "timm", "distill_clip": "timm-dino"}))
+    floors = tmp / "results" / "cross" / "floors-cross-mini"
+    for key, knn, feature in (("timm", 57.0, "avgpool"), ("timm-dino", 52.6, "cls"), ("timm-udi", 51.0, "cls")):
+        _write(floors, f"random-init-{key}", "knn", knn, {})
+        _with(floors / f"random-init-{key}" / "knn.json", init="timm", feature=feature)
+    for run, knn, feature in (("dino", 54.5, "cls"), ("udi", 53.3, "cls"), ("hybrid_clip", 65.8, "avgpool"),
+                              ("distill_clip", 64.0, "avgpool")):
+        _write(root, run, "knn", knn, {})
+        _with(root / run / "knn.json", init="timm", feature=feature)
+    _with(root / "mae" / "knn.json", init="timm", feature="avgpool")
+    out = tmp / "RESULTS.md"
+    assert results.main(["--results-root", str(tmp / "results"), "--scale", "mini", "--out", str(out),
+                         "--plots", str(tmp / "plots"), "--claims", str(tmp / "claims.json")]) == 0
+    lines = out.read_text().splitlines()
+
+    def floor_cell(run):
+        return next(line for line in lines if f"| {run} | [" in line).split(" | ")[4]
+
+    assert floor_cell("mae") == "+3.0 (timm, depth 6, patch 4, patch mean)"
+    assert floor_cell("dino") == "+1.9 (timm, depth 4, patch 4, cls)"
+    assert floor_cell("udi") == "+2.3 (timm, depth 4, patch 4, cls of 2)"
+    assert floor_cell("hybrid_clip") == "+8.8 (timm, depth 6, patch 4, patch mean)"
+    # a floor read at another feature than the run is none of its
+    assert floor_cell("distill_clip") == "–"
+    assert any(line.startswith("| floor | random init (timm init), depth 4, patch 4, cls of 2 | random-init-timm-udi |")
+               for line in lines)
 
 
 def _log(path, lines):
