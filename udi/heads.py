@@ -18,12 +18,13 @@ def _init_linear(module: nn.Module) -> None:
 
 
 class DINOHead(nn.Module):
-    """MLP (``nlayers`` Linear, GELU, no BN) -> bottleneck -> L2-normalise -> weight-normed
+    """MLP (``nlayers`` Linear, [BatchNorm,] GELU) -> bottleneck -> L2-normalise -> weight-normed
     Linear(bottleneck, out_dim, no bias) whose norm ``g`` is fixed to 1 when
-    ``norm_last_layer`` (DINO's default; UDI's official run trains it)."""
+    ``norm_last_layer`` (DINO's default; UDI's official run trains it). ``use_bn`` is the
+    official ``--use_bn_in_head`` (off for ViTs there): BatchNorm after every hidden Linear."""
 
     def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 nlayers: int = 3, norm_last_layer: bool = True):
+                 nlayers: int = 3, norm_last_layer: bool = True, use_bn: bool = False):
         super().__init__()
         if nlayers < 1:
             raise ValueError(f"head nlayers must be >= 1, got {nlayers}")
@@ -32,6 +33,8 @@ class DINOHead(nn.Module):
         for i in range(nlayers):
             layers.append(nn.Linear(dims[i], dims[i + 1]))
             if i < nlayers - 1:
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(dims[i + 1]))
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         self.mlp.apply(_init_linear)
@@ -42,7 +45,9 @@ class DINOHead(nn.Module):
         magnitude.requires_grad = not norm_last_layer
 
     def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mlp(x), dim=-1, p=2)
+        # BatchNorm1d reads dim 1 as features: patch inputs [R, M, D] go through as [R * M, D]
+        z = self.mlp(x.flatten(0, -2)).unflatten(0, x.shape[:-1])
+        return F.normalize(z, dim=-1, p=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last_layer(self.bottleneck(x))

@@ -123,7 +123,7 @@ class SelfDistillation(MethodBase):
         n_heads = len(HEAD_KINDS) if bool(m.decouple_head) else 1
         heads = nn.ModuleList([
             DINOHead(dim, int(m.out_dim), int(m.head_hidden_dim), int(m.head_bottleneck_dim), int(m.head_nlayers),
-                     bool(m.norm_last_layer)) for _ in range(n_heads)])
+                     bool(m.norm_last_layer), bool(m.head_use_bn)) for _ in range(n_heads)])
         return Branch(backbone, srs, heads)
 
     # ------------------------------------------------------------------ schedules

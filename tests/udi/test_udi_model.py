@@ -166,3 +166,24 @@ def test_smoke_pretraining_lowers_loss_and_exports_an_encoder_eval_accepts(metho
     eval_cfg["knn"]["report_k"] = 5
     record = evaluate(summary["encoder"], "knn", eval_cfg, out_dir=tmp_path / "results")[0]
     assert record["metric"] == f"knn/{token}/k5/top1" and 0.0 <= record["value"] <= 100.0
+
+
+def test_head_batchnorm_switch_normalises_each_hidden_unit_over_all_rows():
+    """``use_bn`` (official --use_bn_in_head): a BatchNorm after each hidden Linear, whose
+    statistics run over every row of a [R, M, D] patch input, as over a [R * M, D] batch."""
+    torch.manual_seed(0)
+    plain = DINOHead(16, 32, hidden_dim=24, bottleneck_dim=8, nlayers=3)
+    with_bn = DINOHead(16, 32, hidden_dim=24, bottleneck_dim=8, nlayers=3, use_bn=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in with_bn.modules()) == 2
+    seen = {}
+    first_bn = next(m for m in with_bn.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    first_bn.register_forward_hook(lambda mod, inp, out: seen.setdefault("out", out))
+    x = torch.randn(3, 5, 16) * 4 + 2
+    out = with_bn(x)
+    assert out.shape == (3, 5, 32)
+    normalised = seen["out"]
+    assert normalised.shape == (15, 24)
+    assert torch.allclose(normalised.mean(0), torch.zeros(24), atol=1e-5)
+    assert torch.allclose(normalised.var(0, unbiased=False), torch.ones(24), atol=1e-3)
+    assert torch.allclose(with_bn(x.flatten(0, 1)), out.flatten(0, 1), atol=1e-6)
