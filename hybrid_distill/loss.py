@@ -19,12 +19,29 @@ import torch
 import torch.nn.functional as F
 
 RELATION_FORMS = ("scaled", "pre_softmax", "softmax")
+TARGET_CENTERS = ("none", "batch", "batch_std")  # method.target_center; none = the paper's / dBOT's targets
 WHITEN_EPS = 1e-6  # dBOT/FD: (x - mean) / sqrt(var + 1e-6)
 
 
 def whiten(tokens: torch.Tensor) -> torch.Tensor:
     """Non-affine LayerNorm over channels: every token has zero mean and unit variance."""
     return F.layer_norm(tokens, tokens.shape[-1:], eps=WHITEN_EPS)
+
+
+def center_targets(tokens: torch.Tensor, mode: str = "none") -> torch.Tensor:
+    """``batch``: subtract each channel's mean over the batch's images and rows ``[B, N]`` from
+    the (whitened) ``[B, N, D]`` targets, so the part of the target every image shares (the
+    dataset-mean token) is not a target; ``batch_std`` also divides each channel by its std
+    over ``[B, N]`` (a non-affine BatchNorm of the targets); ``none`` returns them unchanged
+    (the paper)."""
+    if mode not in TARGET_CENTERS:
+        raise ValueError(f"method.target_center={mode!r}; choose one of {TARGET_CENTERS}")
+    if mode == "none":
+        return tokens
+    centered = tokens - tokens.mean(dim=(0, 1), keepdim=True)
+    if mode == "batch_std":  # and divide by the channel's std over [B, N]
+        centered = centered / torch.sqrt(centered.square().mean(dim=(0, 1), keepdim=True) + WHITEN_EPS)
+    return centered
 
 
 def _row_weights(num_rows: int, cls_weight: float, device) -> torch.Tensor:

@@ -31,7 +31,7 @@ from common.method import MethodBase, input_meta_of
 from common.optim import param_groups_weight_decay
 from common.vit import ViT
 from hybrid_distill.grid import check_grid_options, resample_token_map
-from hybrid_distill.loss import feature_distance, relation_distance, whiten
+from hybrid_distill.loss import TARGET_CENTERS, center_targets, feature_distance, relation_distance, whiten
 from hybrid_distill.manifest import resolve_encoder_teacher
 from hybrid_distill.masking import MaskPlan, gather_tokens, kept_counts, random_keep
 from hybrid_distill.teachers import Capture, FrozenTeacher, load_teacher
@@ -91,8 +91,12 @@ class HybridDistill(MethodBase):
                  input_meta: dict, mask: dict, tc_feature: str = "post_norm", whiten_targets: bool = True,
                  feat_head: str = "linear", relation_form: str = "scaled", relation_include_cls: bool = True,
                  beta_feat: float = 2.0, beta_rel: float = 2.0, cls_weight: float = 1.0,
-                 grid_align: str = "resize_input", grid_interp: str = "bilinear", eval_feature: str = "cls"):
+                 grid_align: str = "resize_input", grid_interp: str = "bilinear", eval_feature: str = "cls",
+                 target_center: str = "none"):
         super().__init__()
+        if target_center not in TARGET_CENTERS:
+            raise ValueError(f"method.target_center={target_center!r}; choose one of {TARGET_CENTERS}")
+        self.target_center = target_center
         check_grid_options(grid_align, grid_interp)
         if eval_feature not in EVAL_FEATURES:
             raise ValueError(f"method.eval_feature={eval_feature!r}; choose one of {EVAL_FEATURES}")
@@ -299,6 +303,7 @@ class HybridDistill(MethodBase):
                     target = self._teacher_tensor(term, targets[term.teacher], tb)
                     if self.whiten_targets:
                         target = whiten(target)
+                    target = center_targets(target, self.target_center)
                     pred = self.heads[term.name](out.hidden[sb] if term.kind == "feature" else msa[sb])
                     if term.teacher in self.off_grid and self.grid_align == "student_to_teacher":
                         pred = resample_token_map(pred, self.student.grid_size, teacher.grid_size, 1,
@@ -367,7 +372,8 @@ def build_method(cfg, total_steps: int) -> HybridDistill:
         tc_feature=m.tc_feature, whiten_targets=m.whiten, feat_head=m.feat_head,
         relation_form=m.relation_form, relation_include_cls=m.relation_include_cls,
         beta_feat=m.beta_feat, beta_rel=m.beta_rel, cls_weight=m.cls_weight,
-        grid_align=m.grid_align, grid_interp=m.grid_interp, eval_feature=m.eval_feature)
+        grid_align=m.grid_align, grid_interp=m.grid_interp, eval_feature=m.eval_feature,
+        target_center=m.target_center)
 
 
 def build_method_for_cost(cfg, total_steps: int) -> HybridDistill:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hybrid_distill.loss import feature_distance, relation_distance, whiten
+from hybrid_distill.loss import center_targets, feature_distance, relation_distance, whiten
 
 
 def smooth_l1(d, beta):
@@ -18,6 +18,21 @@ def test_whitening_gives_zero_mean_unit_variance_per_token():
     w = whiten(x)
     torch.testing.assert_close(w.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
     torch.testing.assert_close(w.var(-1, unbiased=False), torch.ones(2, 5), atol=1e-4, rtol=0)
+
+
+def test_target_centering_none_is_identity_batch_removes_the_channel_mean():
+    x = torch.randn(4, 5, 8) + torch.arange(8.0)  # a per-channel offset every image shares
+    assert center_targets(x, "none") is x  # the paper's targets, untouched
+    c = center_targets(x, "batch")
+    want = x - x.reshape(-1, 8).sum(0) / 20  # channel mean over the 4 images x 5 rows
+    torch.testing.assert_close(c, want)
+    torch.testing.assert_close(c.mean((0, 1)), torch.zeros(8), atol=1e-5, rtol=0)
+    z = center_targets(x, "batch_std")
+    flat = x.reshape(-1, 8)
+    torch.testing.assert_close(z, (x - flat.mean(0)) / torch.sqrt(flat.var(0, unbiased=False) + 1e-6))
+    torch.testing.assert_close(z.var((0, 1), unbiased=False), torch.ones(8), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="method.target_center='token'"):
+        center_targets(x, "token")
 
 
 @pytest.mark.parametrize("beta,cls_weight", [(2.0, 1.0), (0.5, 3.0)])

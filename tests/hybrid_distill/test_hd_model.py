@@ -181,3 +181,31 @@ def test_distill_loss_is_eq1_on_the_feature_eval_reads(teacher_paths, tmp_path, 
         want = (per_row * w).sum(1).mean() / w.sum()
     assert enc.meta["feature"] == "cls" and cls_atom.token == "cls"
     torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["batch", "batch_std"])
+def test_target_center_defaults_to_the_paper_and_batch_centers_the_whitened_targets(teacher_paths, tmp_path, mode):
+    """method.target_center: none (config.yaml's default) = the paper's whitened targets; batch subtracts each channel's mean over the batch's images and
+    rows from the whitened T_c targets before the smooth-L1, batch_std also divides by the
+    channel's std over them."""
+    from hybrid_distill.loss import feature_distance, whiten
+
+    assert build_method(smoke_cfg(teacher_paths, tmp_path), total_steps=10).target_center == "none"
+    cfg = smoke_cfg(teacher_paths, tmp_path, "method=distill", "method.tc=clip", f"method.target_center={mode}")
+    method = build_method(cfg, total_steps=10)
+    assert method.target_center == mode
+    method.eval()
+    images = torch.rand(5, 1, 16, 16)
+    with torch.no_grad():
+        loss = method.training_step({"images": images}, 0)["loss"]
+        targets, keep = method.teacher_targets(images, None)
+        t = whiten(targets["clip"].final)
+        t = t - t.mean(dim=(0, 1), keepdim=True)
+        if mode == "batch_std":
+            t = t / torch.sqrt(t.square().mean(dim=(0, 1), keepdim=True) + 1e-6)
+        out, _ = method._student_forward(images, keep)
+        pred = method.heads["feature"](out.hidden[method.student.depth])
+        want = feature_distance(pred, t, 2.0, 1.0)
+    torch.testing.assert_close(loss, want)
+    with pytest.raises(ValueError, match="target_center='nope'"):
+        build_method(smoke_cfg(teacher_paths, tmp_path, "method.target_center=nope"), total_steps=10)
