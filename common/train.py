@@ -41,7 +41,7 @@ from common.vit import set_fused_attention
 log = logging.getLogger(__name__)
 
 
-def _mix(*parts: int) -> int:
+def mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers, stable across processes and Python versions."""
     h = 1469598103934665603
     for p in parts:
@@ -65,7 +65,7 @@ class SeededDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        seed_everything(_mix(self.seed, self.epoch, index))
+        seed_everything(mix_seed(self.seed, self.epoch, index))
         return index, self.dataset[index]
 
 
@@ -76,7 +76,7 @@ class SeededCollate:
 
     def __call__(self, items):
         indices = [i for i, _ in items]
-        seed_everything(_mix(self.seed, self.epoch, 0x5EED, indices[0], len(indices)))
+        seed_everything(mix_seed(self.seed, self.epoch, 0x5EED, indices[0], len(indices)))
         return self.collate_fn([sample for _, sample in items])
 
 
@@ -470,7 +470,7 @@ def _train(cfg: DictConfig, stop: StopRequest) -> dict:
             with timer.phase("step"):  # forward, backward, optimizer, after_step (EMA)
                 lr, wd = lr_wd_at(step, plan, base_lr, cfg.optim)
                 apply_schedule(optimizer, lr, wd)
-                torch.manual_seed(_mix(seed, 0xC0DE, step, dist.rank()))
+                torch.manual_seed(mix_seed(seed, 0xC0DE, step, dist.rank()))
                 batch = move_to(batch, device)
                 logs: dict[str, float] = {}
                 for micro in split_batch(batch, accum, plan.per_rank_batch, batch_dims):

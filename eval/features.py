@@ -11,12 +11,15 @@ extraction key hashing dataset, split, subset, seed and preprocessing.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
@@ -161,9 +164,27 @@ def iter_images(dataset, preprocess, batch_size: int, num_workers: int = 0):
                           num_workers=num_workers)
 
 
+@contextlib.contextmanager
+def seeded_rngs(seed: int):
+    """Python's ``random``, numpy's global RNG and torch's CPU generator seeded from ``seed``
+    inside the block, each put back to its previous state on exit."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            # not torch.manual_seed: it also reseeds the CUDA generators, which this fork does not restore
+            torch.default_generator.manual_seed(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 class SeededAugmentation(torch.utils.data.Dataset):
     """``(transform(image), label)``; sample ``i`` of epoch ``e`` draws its augmentation from
-    ``(seed, e, i)`` inside a forked RNG, so runs are reproducible and the global RNG is untouched."""
+    ``(seed, e, i)`` inside ``seeded_rngs``, so runs are reproducible whichever of Python's,
+    numpy's or torch's RNG a transform draws from, and the global RNG states are untouched."""
 
     def __init__(self, dataset, transform, seed: int = 0):
         self.dataset, self.transform, self.seed, self.epoch = dataset, transform, int(seed), 0
@@ -176,8 +197,7 @@ class SeededAugmentation(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         image, label = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
+        with seeded_rngs((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)):
             return self.transform(image), label
 
 

@@ -8,6 +8,8 @@ BEiT/MAE layer-wise lr decay (``common.optim.param_groups_layer_decay``), no wei
 biases, norms, position embedding and class tokens; lr = base x batch/256, per-step warmup +
 cosine to ``min_lr``; mixup / cutmix (timm ``Mixup``, soft-target CE) and label smoothing as
 switches; RandAugment and random erasing as augmentation switches.
+Reproducible: each sample's augmentation is drawn from (seed, epoch, index), each step's
+mixup / cutmix and drop path from (seed, step), whichever RNG (Python, numpy, torch) draws.
 With ``finetune.export_encoder`` the trained encoder is written with
 ``common.checkpoint.export_encoder`` so that it can serve as a teacher.
 """
@@ -20,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from common.optim import apply_schedule, build_optimizer, param_groups_layer_decay, scaled_lr
 from common.schedules import cosine_schedule
+from common.train import mix_seed, seed_everything
 from common.vit import ViT
 from eval.features import SeededAugmentation, iter_images
 from eval.heads import accuracy
@@ -158,7 +161,6 @@ def run(ctx) -> tuple[dict, str, dict]:
         bar = tqdm(total=total, desc="finetune", leave=False, dynamic_ncols=True, mininterval=1.0)
     best = {"top1": -1.0, "top5": -1.0, "epoch": 0}
     step, loss_sum, loss_n = 0, 0.0, 0
-    torch.manual_seed(seed)
     stop_at = total if ctx.cfg.max_steps is None else min(total, int(ctx.cfg.max_steps))
     for epoch in range(int(c.epochs)):
         data.set_epoch(epoch)
@@ -168,6 +170,9 @@ def run(ctx) -> tuple[dict, str, dict]:
                             generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         for images, labels in loader:
             images, labels = images.to(ctx.device), labels.to(ctx.device)
+            # timm's Mixup draws from numpy and drop path from torch; seeding per step keeps the
+            # draws independent of the process and of what ran before (the evaluations of report=best)
+            seed_everything(mix_seed(seed, 0xF1AE, step))
             if mixer is not None:
                 images, labels = mixer(images, labels)
             apply_schedule(opt, cosine_schedule(step, total, peak, float(c.min_lr), warmup), float(c.weight_decay))
