@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from common.papers import discover_papers
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -23,14 +25,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def git_commit() -> str:
-    """HEAD of the repository holding this file, `<sha>-dirty` with uncommitted tracked changes."""
+REPO = Path(__file__).resolve().parents[1]
+
+# The tracked files the DVC pipeline writes itself (the outs of dvc.yaml, scripts/results.py's
+# RESULTS.md and plots, dvc.lock): were they counted, every record after the pipeline's first
+# stage would be `-dirty`, and the flag would no longer tell an uncommitted code change apart.
+PIPELINE_OUTPUTS = ("results", "tables", "docs/results", "RESULTS.md", "dvc.lock")
+
+
+def pipeline_outputs(root: Path = REPO) -> list[str]:
+    """`PIPELINE_OUTPUTS` and every paper's README.md, whose table block
+    scripts/sync_readme_tables.py rewrites (relative to `root`)."""
+    return [*PIPELINE_OUTPUTS, *(f"{paper}/README.md" for paper in discover_papers(root))]
+
+
+def git_commit(root: Path = REPO) -> str:
+    """HEAD of the repository at `root` (the one holding this file), `<sha>-dirty` with
+    uncommitted changes to tracked files other than the pipeline's outputs (`pipeline_outputs`)."""
     try:
-        root = Path(__file__).resolve().parents[1]
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        excludes = [f":(top,exclude){path}" for path in pipeline_outputs(root)]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", *excludes],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         return (sha or "unknown") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
