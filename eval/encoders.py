@@ -8,6 +8,8 @@
   ``seed`` -- what pretraining is measured against. The init scheme is part of the
   architecture (``weight_init``: timm's default, ``moco``, ``ijepa``...), so the floor starts
   as the run it is the floor for did; its meta ``init`` and its run name carry that scheme.
+  It is read at the encoder.pt's ``feature``, or for an arch .json at the one its
+  ``global_pool`` implies (``arch_feature``: ``token`` -> ``cls``, else ``avgpool``).
 """
 from __future__ import annotations
 
@@ -80,6 +82,20 @@ def init_name(arch: dict) -> str:
     return f"{init}-fan{ref}" if ref else init
 
 
+def built_arch(arch: dict) -> dict:
+    """Every constructor argument of the ViT that ``arch`` builds, defaults included: two configs
+    that spell one encoder differently (a default left out or written) are one arch. Built on the
+    meta device: no weights are allocated and no RNG is drawn from."""
+    with torch.device("meta"):
+        return ViT(**arch).arch
+
+
+def arch_feature(arch: dict) -> str:
+    """The feature a ViT of ``arch`` is read at, as trained encoders name it on export: its class
+    token under ``global_pool`` token, its patch mean otherwise."""
+    return "cls" if built_arch(arch)["global_pool"] == "token" else "avgpool"
+
+
 def floor_label(method: str, init: str | None = None) -> str:
     """Table label of a floor row: ``raw pixels`` or ``random init (<init> init)``."""
     if method == "pixels":
@@ -136,7 +152,7 @@ def load(spec: str, data: str = "fashion_mnist", data_shape: tuple[int, int] | N
             c = arch.get("in_chans", 3)
             img = arch.get("img_size", 224)
             meta = input_meta(stats_of(data), c, img if isinstance(img, int) else img[0])
-            meta["feature"] = "cls" if arch.get("num_class_tokens", 1) else "avgpool"
+            meta["feature"] = arch_feature(arch)
         else:
             trained, meta, _ = load_encoder(_encoder_file(source))
             arch = trained.arch

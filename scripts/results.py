@@ -26,12 +26,11 @@ import yaml
 
 from common.config import run_location
 from common.train import run_dir_of
-from eval.encoders import floor_label, init_name
+from eval.encoders import arch_feature, built_arch, floor_label, init_name
 from eval.records import CROSS, load_records, records_dir, same_recipe
 from eval.stats import mean_pm_std
 from eval.tables import floors_dir, random_floor_name
 from scripts.claims import CLAIMS, LEVEL, assess
-from scripts.pipeline import built_arch
 
 REPO = Path(__file__).resolve().parents[1]
 PER_LAYER = re.compile(r"^linear/[a-z_]+@(\d+)/best/top1$")
@@ -63,10 +62,10 @@ def _value(rec: dict | None, metric: str | None) -> float | None:
 
 def arch_label(arch: dict) -> str:
     """What tells floors of one init apart: depth, patch size and the feature a random encoder
-    is read at (eval/encoders.py: its first class token, else the patch mean)."""
+    is read at (eval.encoders.arch_feature: its first class token, or its patch mean)."""
     built = built_arch(arch)
     tokens = built["num_class_tokens"]
-    readout = "patch mean" if not tokens else "cls" if tokens == 1 else f"cls of {tokens}"
+    readout = "patch mean" if arch_feature(arch) == "avgpool" else "cls" if tokens == 1 else f"cls of {tokens}"
     return f"depth {built['depth']}, patch {built['patch_size']}, {readout}"
 
 
@@ -235,9 +234,7 @@ def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
              "the cell names the floor's init, depth, patch size and the feature it is read at, and is – "
              "where that floor has no record or is read at another feature than the run). A run read at "
              "its patch mean though built with a class token (Hybrid Distill's students) is measured "
-             "against the floor of its architecture without the class token, read at the patch mean too: "
-             "a random encoder is read at its class token whenever it has one, and the student's class "
-             "token, which its patch tokens attend to but no probe reads, is all the two differ by. "
+             "against its own architecture, class token included, read at the patch mean too. "
              "RankMe is the "
              "effective rank (Garrido et al. 2023) of the 2,000 test images' k-NN features of seed 0: 1 "
              "means one direction for every image, the encoder width is the ceiling.", "",

@@ -196,6 +196,13 @@ def test_no_class_token_encoder_uses_avgpool(eval_cfg, tmp_path):
         evaluate(tmp_path / "e.pt", "knn", {**eval_cfg, "token": "cls"}, tmp_path)
 
 
+def test_a_random_class_token_arch_pooled_by_the_mean_is_evaluated_at_its_patch_mean(eval_cfg, tmp_path):
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({**TINY, "num_class_tokens": 1, "global_pool": "avg"}))
+    [rec] = evaluate(f"random:{arch}", "knn", eval_cfg, tmp_path)
+    assert rec["metric"] == "knn/avgpool/k20/top1" and rec["feature"] == "avgpool"
+
+
 def test_cli_runs_protocols_and_reports_errors(tiny_encoder, eval_cfg, tmp_path, capsys):
     from eval.launch import main
 

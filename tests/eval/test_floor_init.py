@@ -44,6 +44,15 @@ def test_floors_of_two_inits_differ_as_their_init_functions_prescribe(tmp_path):
     assert "| floor: random init (timm init) |" in text and "| floor: random init (ijepa init) |" in text
 
 
+@pytest.mark.parametrize("tokens, pool, feature", [(0, "avg", "avgpool"), (1, "avg", "avgpool"), (1, "token", "cls"),
+                                                   (2, "token", "cls"), (1, "", "avgpool")])
+def test_a_random_arch_is_read_at_the_feature_its_global_pool_implies(tmp_path, tokens, pool, feature):
+    """As trained encoders are exported: a Hybrid Distill student (class token, mean pooling) is
+    read at its patch mean, so its floor must be too."""
+    floor = load(f"random:{write_arch(tmp_path, 'a', num_class_tokens=tokens, global_pool=pool)}", "fashion_mnist")
+    assert floor.meta["feature"] == feature and floor.model.num_class_tokens == tokens
+
+
 @pytest.mark.parametrize("init, weight_init", [("ijepa", "ijepa"), ("timm", "")])
 def test_bootleg_encoder_carries_its_init_to_its_floor(tmp_path, init, weight_init):
     from bootleg.model import build_method

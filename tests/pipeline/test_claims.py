@@ -177,13 +177,16 @@ def test_each_row_is_measured_against_the_floor_of_its_own_arch_among_floors_of_
     vit = {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 128, "num_heads": 4}
     archs = {"timm": {**vit, "depth": 6, "num_class_tokens": 0, "global_pool": "avg"},
              "timm-dino": {**vit, "depth": 4, "num_class_tokens": 1},
-             "timm-udi": {**vit, "depth": 4, "num_class_tokens": 2}}
-    # a patch-mean student built with a class token has the class-token-free floor (scripts/pipeline.py);
-    # distill_clip's is one read at the class token, as a stale table could name
+             "timm-udi": {**vit, "depth": 4, "num_class_tokens": 2},
+             "timm-hybrid_clip": {**vit, "depth": 6, "num_class_tokens": 1, "global_pool": "avg"}}
+    # a patch-mean student built with a class token has the floor of its arch pooled by the mean
+    # (scripts/pipeline.py); distill_clip's is one read at the class token, as a stale table could name
     monkeypatch.setattr(results, "floor_table", lambda: (archs, {"mae": "timm", "dino": "timm-dino", "udi": "timm-udi",
-                                                                 "hybrid_clip": "timm", "distill_clip": "timm-dino"}))
+                                                                 "hybrid_clip": "timm-hybrid_clip",
+                                                                 "distill_clip": "timm-dino"}))
     floors = tmp / "results" / "cross" / "floors-cross-mini"
-    for key, knn, feature in (("timm", 57.0, "avgpool"), ("timm-dino", 52.6, "cls"), ("timm-udi", 51.0, "cls")):
+    for key, knn, feature in (("timm", 57.0, "avgpool"), ("timm-dino", 52.6, "cls"), ("timm-udi", 51.0, "cls"),
+                              ("timm-hybrid_clip", 56.0, "avgpool")):
         _write(floors, f"random-init-{key}", "knn", knn, {})
         _with(floors / f"random-init-{key}" / "knn.json", init="timm", feature=feature)
     for run, knn, feature in (("dino", 54.5, "cls"), ("udi", 53.3, "cls"), ("hybrid_clip", 65.8, "avgpool"),
@@ -202,7 +205,7 @@ def test_each_row_is_measured_against_the_floor_of_its_own_arch_among_floors_of_
     assert floor_cell("mae") == "+3.0 (timm, depth 6, patch 4, patch mean)"
     assert floor_cell("dino") == "+1.9 (timm, depth 4, patch 4, cls)"
     assert floor_cell("udi") == "+2.3 (timm, depth 4, patch 4, cls of 2)"
-    assert floor_cell("hybrid_clip") == "+8.8 (timm, depth 6, patch 4, patch mean)"
+    assert floor_cell("hybrid_clip") == "+9.8 (timm, depth 6, patch 4, patch mean)"
     # a floor read at another feature than the run is none of its
     assert floor_cell("distill_clip") == "–"
     assert any(line.startswith("| floor | random init (timm init), depth 4, patch 4, cls of 2 | random-init-timm-udi |")

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import yaml
 from omegaconf import OmegaConf
 
+from eval.encoders import built_arch
 from scripts import cross_eval, pipeline
 
 PATCH_MEAN = {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 32, "depth": 2, "num_heads": 2,
@@ -39,16 +40,18 @@ def test_one_arch_of_two_inits_is_two_floors_keyed_by_init():
     assert of_run == {"mae": "timm", "ijepa": "ijepa", "simclr": "moco"}
 
 
-def test_a_run_read_at_its_patch_mean_gets_the_floor_of_its_arch_without_class_tokens():
-    """A random ViT is read at its class token if it has one (eval/encoders.py): the floor of a
-    student exported at its patch mean (Hybrid Distill's method.eval_feature) has none."""
+def test_a_run_read_at_its_patch_mean_gets_the_floor_of_its_own_arch_pooled_by_the_mean():
+    """A random arch is read at the feature its global_pool implies (eval.encoders.arch_feature):
+    the floor of a student exported at its patch mean (Hybrid Distill's method.eval_feature) keeps
+    its class token, which its patch tokens attend to, and pools by the mean."""
     student = {**PATCH_MEAN, "num_class_tokens": 1, "global_pool": "token"}
+    pooled = {**student, "global_pool": "avg"}
     archs, of_run = pipeline.floors([spec("mae", PATCH_MEAN), spec("distill", student, eval_feature="avgpool"),
                                      spec("cls", student, eval_feature="cls"), spec("plain", student)])
-    assert archs == {"timm": PATCH_MEAN, "timm-cls": student}
-    assert of_run == {"mae": "timm", "distill": "timm", "cls": "timm-cls", "plain": "timm-cls"}
+    assert archs == {"timm": PATCH_MEAN, "timm-distill": pooled, "timm-cls": student}
+    assert of_run == {"mae": "timm", "distill": "timm-distill", "cls": "timm-cls", "plain": "timm-cls"}
     archs, _ = pipeline.floors([spec("distill", student, eval_feature="avgpool")])
-    assert archs == {"timm": PATCH_MEAN}
+    assert archs == {"timm": pooled}
 
 
 def test_the_udi_and_dino_rows_are_not_measured_against_the_patch_mean_floor():
@@ -61,9 +64,11 @@ def test_the_udi_and_dino_rows_are_not_measured_against_the_patch_mean_floor():
     for run, tokens in (("dino", 1), ("udi", 2)):
         floor = archs[of_run[run]]
         assert (floor["depth"], floor["num_class_tokens"], floor.get("weight_init", "")) == (4, tokens, "")
-    # Hybrid Distill's students, exported at their patch mean, have Bootleg MAE's patch-mean floor
-    for run in ("hybrid_clip", "distill_deit", "distill_mae", "distill_clip"):
-        assert of_run[run] == "timm"
+    # Hybrid Distill's students, exported at their patch mean: their own class-token arch, pooled by the mean
+    students = ("hybrid_clip", "distill_deit", "distill_mae", "distill_clip")
+    assert {of_run[run] for run in students} == {"timm-hybrid_clip"}
+    floor = built_arch(archs["timm-hybrid_clip"])
+    assert (floor["num_class_tokens"], floor["global_pool"], floor["depth"]) == (1, "avg", 6)
 
 
 def test_cross_eval_evaluates_pixels_and_one_floor_per_key_of_floor_archs(monkeypatch, tmp_path):
