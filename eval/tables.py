@@ -13,9 +13,11 @@ launcher after its runs through ``table_after_runs``), never as a side effect of
 
 Layout (docs/CONTRACTS.md): a run's records are in ``eval.records.records_dir(cfg)``; the floors
 of an experiment's table in ``<results_root>/<paper>/floors-<experiment>-<scale>/<floor>/`` with
-``<floor>`` = ``pixels`` or ``random-init-<init>``: raw pixels, and one randomly initialised
-encoder per distinct init among the table's runs, with the architecture and eval settings of
-the first run that starts from that init.
+``<floor>`` = ``pixels`` or ``random-init-<key>``: raw pixels, and one randomly initialised
+encoder per distinct init and architecture among the table's runs (``floor_keys``, the keying
+of dvc_runs.yaml's ``floor_archs``: ``<init>`` for the first arch of an init, ``<init>-<run>``
+for a later one), each run's own encoder read at the run's feature, with the eval settings of
+the first run it is the floor of; its table row names the runs it is the floor of.
 
 Pretraining seeds: a run's seeds 1.. are the runs ``<run>-seed<i>`` (scripts/seeds.py), whose
 records sit beside the run's own (``<results_root>/<paper>/<scale>/<run>-seed<i>/``). A cell whose
@@ -37,7 +39,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from omegaconf import OmegaConf
 
-from eval.encoders import floor_label, init_name
+from eval.encoders import arch_feature, built_arch, floor_label, init_name
 from eval.records import load_records, records_dir, same_recipe
 from eval.stats import mean_pm_std, mean_std
 
@@ -276,14 +278,18 @@ def render_experiment(paper: str, overrides: Sequence[str], declare: Callable[[l
 # --------------------------------------------------------------------------- floors
 @dataclass(frozen=True)
 class Floor:
-    name: str          # pixels | random-init-<init>
+    name: str          # pixels | random-init-<key> (floor_keys)
     arch: dict | None  # the random encoder's architecture; None for raw pixels
     eval_cfg: dict     # the eval block (protocols included) of the run it is the floor for
     out_dir: Path
+    runs: tuple[str, ...] = ()  # the runs a random floor is the floor of, where known
 
     @property
     def label(self) -> str:
-        return floor_label(PIXELS) if self.arch is None else floor_label("random", init_name(self.arch))
+        if self.arch is None:
+            return floor_label(PIXELS)
+        label = floor_label("random", init_name(self.arch))
+        return f"{label} for {', '.join(self.runs)}" if self.runs else label
 
 
 def random_floor_name(init: str) -> str:
@@ -312,28 +318,73 @@ def pixel_eval_cfg(eval_cfg: Mapping) -> dict:
     return cfg
 
 
-def make_floors(root: Path, sources: Iterable[tuple[dict, Mapping]]) -> list[Floor]:
-    """Raw pixels, then one random encoder per distinct init among ``sources`` (the (encoder
-    arch, eval block) of the runs a table compares, in order), each with the arch and eval block
-    of the first source that starts from that init."""
+def read_feature(cfg, arch: dict) -> str:
+    """The feature a run's encoder is read at (its encoder.pt meta ``feature``): the one
+    ``method.eval_feature`` chooses where a method has that option (Hybrid Distill), else the
+    one its arch's ``global_pool`` implies, as every other method exports."""
+    chosen = cfg.method.get("eval_feature") if cfg.get("method") is not None else None
+    return str(chosen) if chosen else arch_feature(arch)
+
+
+def floor_arch(arch: dict, feature: str) -> dict:
+    """The random encoder a run read at ``feature`` is measured against: its own ``arch``, with
+    the ``global_pool`` that has eval read it at ``feature`` (``eval.encoders.arch_feature``); the
+    pooling names the readout only, so the weights are the run's own before pretraining."""
+    if arch_feature(arch) == feature:
+        return arch
+    return {**arch, "global_pool": "avg" if feature == "avgpool" else "token"}
+
+
+def run_floor_arch(cfg) -> dict:
+    """The arch of the random-init floor of the run ``cfg``."""
+    from common.config import encoder_arch
+
+    arch = encoder_arch(cfg)
+    return floor_arch(arch, read_feature(cfg, arch))
+
+
+def floor_keys(runs: Iterable[tuple[str, dict]]) -> tuple[dict[str, dict], dict[str, str]]:
+    """The random-init floors of ``runs`` ((run name, floor arch), in order) as floor key -> arch,
+    and each run's floor (run -> floor key): one floor per distinct (init, built arch), since a
+    floor measures what pretraining added only if it is the run's own encoder before
+    pretraining, read at the run's feature. The first arch of an init is keyed by the init alone
+    (``timm``), so adding a run of another arch renames no existing floor and leaves its records
+    valid; a later one by the init and the first run built with it (``timm-dino``), unique and
+    stable while that run keeps its name."""
+    archs: dict[str, dict] = {}
+    keys: dict[tuple[str, str], str] = {}
+    of_run: dict[str, str] = {}
+    for name, arch in runs:
+        init = init_name(arch)
+        identity = (init, json.dumps(built_arch(arch), sort_keys=True))
+        if identity not in keys:
+            keys[identity] = init if init not in archs else f"{init}-{name}"
+            archs[keys[identity]] = arch
+        of_run[name] = keys[identity]
+    return archs, of_run
+
+
+def make_floors(root: Path, sources: Iterable[tuple[str, dict, Mapping]]) -> list[Floor]:
+    """Raw pixels, then the random encoders of ``floor_keys`` among ``sources`` (the (run name,
+    floor arch, eval block) of the runs a table compares, in order), each with the eval block of
+    the first run it is the floor of."""
     sources = list(sources)
     if not sources:
         raise ValueError(f"no runs to take the floors of {root} from")
-    floors = [Floor(PIXELS, None, pixel_eval_cfg(sources[0][1]), Path(root) / PIXELS)]
-    for arch, eval_cfg in sources:
-        name = random_floor_name(init_name(arch))
-        if all(f.name != name for f in floors):
-            floors.append(Floor(name, arch, copy.deepcopy(dict(eval_cfg)), Path(root) / name))
+    floors = [Floor(PIXELS, None, pixel_eval_cfg(sources[0][2]), Path(root) / PIXELS)]
+    archs, of_run = floor_keys((name, arch) for name, arch, _ in sources)
+    for key, arch in archs.items():
+        runs = [(run, eval_cfg) for run, _, eval_cfg in sources if of_run[run] == key]
+        floors.append(Floor(random_floor_name(key), arch, copy.deepcopy(dict(runs[0][1])),
+                            Path(root) / random_floor_name(key), tuple(run for run, _ in runs)))
     return floors
 
 
 def table_floors(runs) -> list[Floor]:
     """The floors of the table of ``runs`` (the planned runs of one experiment)."""
-    from common.config import encoder_arch
-
     cfg = runs[0].cfg
     root = floors_dir(cfg.results_root, str(cfg.paper), experiment_of(cfg), str(cfg.scale_name))
-    return make_floors(root, [(encoder_arch(run.cfg), OmegaConf.to_container(run.cfg.eval, resolve=True))
+    return make_floors(root, [(run.name, run_floor_arch(run.cfg), OmegaConf.to_container(run.cfg.eval, resolve=True))
                               for run in runs])
 
 

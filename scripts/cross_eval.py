@@ -74,7 +74,7 @@ def evaluate_floors(results: Path, scale: str) -> None:
     archs = yaml.safe_load((REPO / "dvc_runs.yaml").read_text())["floor_archs"]
     cfg = {**cross_cfg(scale), "protocols": list(PROTOCOLS)}
     root = floors_dir(results.parent, results.name, "cross", scale)
-    # not make_floors: it keeps one floor per init, and several keys of floor_archs share one
+    # not make_floors: floor_archs is already floor_keys over every paper's runs, and one eval block serves all
     floors = [Floor(PIXELS, None, pixel_eval_cfg(cfg), root / PIXELS),
               *(Floor(random_floor_name(key), arch, cfg, root / random_floor_name(key)) for key, arch in archs.items())]
     transfer = [replace(f, eval_cfg={**f.eval_cfg, **TRANSFER, "protocols": ["knn"]}, out_dir=f.out_dir / "mnist5k")

@@ -39,9 +39,9 @@ def test_floors_of_two_inits_differ_as_their_init_functions_prescribe(tmp_path):
     assert timm.meta["run"].startswith("random-timm-") and ijepa.meta["run"].startswith("random-ijepa-")
     assert timm.sha256 != ijepa.sha256
     assert floor_label("random", "ijepa") == "random init (ijepa init)"
-    floors = make_floors(tmp_path / "floors", [(timm.arch, {}), (ijepa.arch, {})])
+    floors = make_floors(tmp_path / "floors", [("mae", timm.arch, {}), ("ijepa", ijepa.arch, {})])
     text = markdown(Table("t", [Column("k-NN", "knn")], []), floors)
-    assert "| floor: random init (timm init) |" in text and "| floor: random init (ijepa init) |" in text
+    assert "| floor: random init (timm init) for mae |" in text and "| floor: random init (ijepa init) for ijepa |" in text
 
 
 @pytest.mark.parametrize("tokens, pool, feature", [(0, "avg", "avgpool"), (1, "avg", "avgpool"), (1, "token", "cls"),
@@ -88,7 +88,8 @@ def test_bootleg_table_has_one_floor_per_init_built_from_the_run_configs(tmp_pat
     from eval.encoders import random_spec
 
     floors = table_floors(plan_runs("bootleg", ["scale=smoke", f"results_root={tmp_path}"]))
-    assert [f.label for f in floors] == ["raw pixels", "random init (ijepa init)", "random init (timm init)"]
+    assert [f.label for f in floors] == ["raw pixels", "random init (ijepa init) for bootleg, ijepa",
+                                         "random init (timm init) for mae"]
     assert [f.out_dir for f in floors] == [tmp_path / "bootleg/floors-compare-smoke" / name
                                            for name in ("pixels", "random-init-ijepa", "random-init-timm")]
     for floor in floors[1:]:

@@ -14,10 +14,10 @@ import eval.tables as tables
 from common.config import encoder_arch
 from common.launch import plan_runs
 from common.papers import discover_papers
-from eval.encoders import init_name
+from eval.encoders import arch_feature, built_arch, init_name
 from eval.records import records_dir
 from eval.tables import (Column, Row, Table, ensure_floors, load_run, make_floors, markdown, paper_tables,
-                         per_layer_table, render_cli, table_after_runs, table_floors)
+                         per_layer_table, read_feature, render_cli, run_floor_arch, table_after_runs, table_floors)
 from tests.eval.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,8 +41,8 @@ def evaluations(monkeypatch):
 def test_floors_are_evaluated_again_only_when_their_settings_or_arch_change(eval_cfg, tmp_path, evaluations):
     cfg = {**eval_cfg, "protocols": ["knn"]}
     root = tmp_path / "floors"
-    # two runs of one (timm) init: one random floor, with the arch of the first run
-    floors = make_floors(root, [(TINY, cfg), ({**TINY, "embed_dim": 48}, cfg)])
+    # two runs of one (timm) init and arch: one random floor
+    floors = make_floors(root, [("a", TINY, cfg), ("b", TINY, cfg)])
     assert [(f.name, f.out_dir) for f in floors] == [("pixels", root / "pixels"), ("random-init-timm", root / "random-init-timm")]
     first = ensure_floors(floors)
     assert evaluations == [("pixels", "knn"), ("random", "knn")]
@@ -51,11 +51,11 @@ def test_floors_are_evaluated_again_only_when_their_settings_or_arch_change(eval
     assert ensure_floors(floors) == first and len(evaluations) == 2  # current: nothing runs
 
     k5 = {**cfg, "knn": {**cfg["knn"], "report_k": 5}}
-    redone = ensure_floors(make_floors(root, [(TINY, k5)]))  # another probe setting: every floor again
+    redone = ensure_floors(make_floors(root, [("a", TINY, k5)]))  # another probe setting: every floor again
     assert evaluations[2:] == [("pixels", "knn"), ("random", "knn")]
     assert all(r["metric"].endswith("/k5/top1") for r in redone)
 
-    wider = ensure_floors(make_floors(root, [({**TINY, "embed_dim": 48}, k5)]))  # same init, another arch
+    wider = ensure_floors(make_floors(root, [("b", {**TINY, "embed_dim": 48}, k5)]))  # same init, another arch
     assert evaluations[4:] == [("random", "knn")]  # the pixels are current, the random encoder is not
     assert wider[1]["checkpoint_sha256"] != redone[1]["checkpoint_sha256"]
     assert json.loads((root / "random-init-timm" / "arch.json").read_text())["embed_dim"] == 48
@@ -63,17 +63,41 @@ def test_floors_are_evaluated_again_only_when_their_settings_or_arch_change(eval
 
 def test_the_pixel_floor_skips_what_needs_weights_and_reads_the_pixels_in_a_named_grid(tmp_path):
     cfg = {"protocols": ["knn", "linear", "finetune", "analysis"], "linear": {"features": ["cls_last4", "cls_plus_last4"]}}
-    pixels, random = make_floors(tmp_path, [(TINY, cfg)])
+    pixels, random = make_floors(tmp_path, [("a", TINY, cfg)])
     assert pixels.eval_cfg["protocols"] == ["knn", "linear"] and pixels.eval_cfg["linear"]["features"] == ["pixels"]
     assert random.eval_cfg == cfg and cfg["linear"]["features"] == ["cls_last4", "cls_plus_last4"]  # not changed
+
+
+def test_two_archs_of_one_init_get_a_floor_each_keyed_as_the_pipeline_keys_them(tmp_path):
+    wide = {**TINY, "embed_dim": 48}
+    first, second = {"protocols": ["knn"], "seed": 0}, {"protocols": ["knn"], "seed": 1}
+    floors = make_floors(tmp_path, [("dino", TINY, first), ("udi", wide, second), ("dino2", TINY, second)])
+    # the first arch of an init keeps the init as its key; a later one adds the run it comes from
+    assert [(f.name, f.arch, f.runs) for f in floors[1:]] == [("random-init-timm", TINY, ("dino", "dino2")),
+                                                              ("random-init-timm-udi", wide, ("udi",))]
+    assert floors[1].eval_cfg == first and floors[2].eval_cfg == second  # each from the first run it is the floor of
+    text = markdown(Table("t", [Column("k-NN", "knn")], []), floors)
+    assert "| floor: random init (timm init) for dino, dino2 |" in text
+    assert "| floor: random init (timm init) for udi |" in text
+
+
+def test_the_udi_table_measures_dino_and_udi_against_floors_of_their_own_class_tokens(tmp_path):
+    runs = {run.name: run for run in plan_runs("udi", ["scale=mini", f"results_root={tmp_path}"])}
+    floors = {run: floor for floor in table_floors(list(runs.values()))[1:] for run in floor.runs}
+    assert set(floors) == set(runs)
+    assert {run: built_arch(floors[run].arch)["num_class_tokens"] for run in ("dino", "udi")} == {"dino": 1, "udi": 2}
 
 
 @pytest.mark.parametrize("paper", PAPERS)
 def test_every_paper_files_its_floors_in_the_one_layout(paper, tmp_path):
     runs = plan_runs(paper, ["scale=mini", f"results_root={tmp_path}"])
     floors = table_floors(runs)
-    inits = list(dict.fromkeys(init_name(encoder_arch(run.cfg)) for run in runs))
-    assert [f.name for f in floors] == ["pixels", *(f"random-init-{init}" for init in inits)]
+    assert floors[0].name == "pixels"
+    for run in runs:  # one floor per run: its own arch and init, read at the run's feature
+        [floor] = [f for f in floors[1:] if run.name in f.runs]
+        assert built_arch(floor.arch) == built_arch(run_floor_arch(run.cfg))
+        assert arch_feature(floor.arch) == read_feature(run.cfg, encoder_arch(run.cfg))
+        assert floor.name in (f"random-init-{init_name(floor.arch)}", f"random-init-{init_name(floor.arch)}-{floor.runs[0]}")
     for floor in floors:
         assert floor.out_dir.parent.parent == tmp_path / paper
         match = FLOOR_DIR.match(floor.out_dir.parent.name)
