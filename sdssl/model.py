@@ -85,6 +85,7 @@ class SDSSL(MethodBase):
         shared_final_norm: bool,
         momentum_base: float,
         wd_exclude_1d: bool,
+        predictor_lr_scale: float = 1.0,
         input_meta: dict | None = None,
         export_encoder: str | None = None,
     ) -> None:
@@ -100,6 +101,8 @@ class SDSSL(MethodBase):
             raise ValueError(f"method.alpha_max must be >= 0 (the weight of L_isd), got {alpha_max}")
         if pred_loss_weight < 0:
             raise ValueError(f"method.pred_loss_weight (beta) must be >= 0, got {pred_loss_weight}")
+        if predictor_lr_scale <= 0:
+            raise ValueError(f"method.predictor_lr_scale must be > 0 (1 = the paper's one lr), got {predictor_lr_scale}")
         if not 0.0 <= momentum_base <= 1.0:
             raise ValueError(f"method.momentum_base must lie in [0, 1], got {momentum_base}")
         bad = [l for l in layers if not 1 <= l < backbone.depth]
@@ -117,7 +120,7 @@ class SDSSL(MethodBase):
         self.temperature, self.alpha_max, self.alpha_schedule = float(temperature), float(alpha_max), alpha_schedule
         self.pred_loss_weight, self.pred_loss_reduction = float(pred_loss_weight), pred_loss_reduction
         self.shared_final_norm, self.momentum_base = shared_final_norm, float(momentum_base)
-        self.wd_exclude_1d = wd_exclude_1d
+        self.wd_exclude_1d, self.predictor_lr_scale = wd_exclude_1d, float(predictor_lr_scale)
         self.input_meta = dict(input_meta or {})  # img_size, in_chans, mean, std for encoder.pt
         # the teacher backbone (MoCo v3, BYOL) or the student (SimCLR), as the official code evaluates
         self.export_encoder = export_encoder or ("student" if framework == "simclr" else "teacher")
@@ -251,13 +254,21 @@ class SDSSL(MethodBase):
         # The teacher's one projector follows the student's *last* projector only.
         ema_update(self.teacher_projector, self.last_projector, m)
 
+    def predictors(self) -> list[nn.Module]:
+        return [m for m in (self.last_predictor, self.inter_predictors) if m is not None]
+
     def trainable_modules(self) -> list[nn.Module]:
-        return [m for m in (self.student, self.last_projector, self.inter_projectors, self.last_predictor,
-                            self.inter_predictors) if m is not None]
+        return [m for m in (self.student, self.last_projector, self.inter_projectors) if m is not None] + self.predictors()
 
     def param_groups(self) -> list[dict]:
-        wrapper = nn.ModuleList(self.trainable_modules())
-        return param_groups_weight_decay(wrapper, exclude_1d=self.wd_exclude_1d)
+        # The predictors get their own lr: a faster predictor keeps BYOL out of its early partial
+        # collapse (Tian et al. 2021, DirectPred); at 1.0 this is the paper's single lr.
+        body = nn.ModuleList([m for m in self.trainable_modules() if all(m is not p for p in self.predictors())])
+        groups = param_groups_weight_decay(body, exclude_1d=self.wd_exclude_1d)
+        if self.predictors():
+            groups += param_groups_weight_decay(nn.ModuleList(self.predictors()), exclude_1d=self.wd_exclude_1d,
+                                                lr_scale=self.predictor_lr_scale)
+        return groups
 
     def encoder_for_eval(self) -> ViT:
         return self.teacher if self.export_encoder == "teacher" else self.student
@@ -321,7 +332,8 @@ def build_method(cfg: DictConfig, total_steps: int) -> SDSSL:
         temperature=float(m.temperature), alpha_max=float(m.alpha_max), alpha_schedule=m.alpha_schedule,
         pred_loss_weight=float(m.pred_loss_weight), pred_loss_reduction=m.pred_loss_reduction,
         shared_final_norm=bool(m.shared_final_norm), momentum_base=float(m.momentum_base),
-        wd_exclude_1d=bool(cfg.optim.wd_exclude_1d), input_meta=input_meta_of(cfg),
+        wd_exclude_1d=bool(cfg.optim.wd_exclude_1d), predictor_lr_scale=float(m.predictor_lr_scale),
+        input_meta=input_meta_of(cfg),
         export_encoder=m.export_encoder,
     )
 

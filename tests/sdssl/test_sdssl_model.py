@@ -233,3 +233,19 @@ def test_sdssl_constructor_checks_layers_itself():
               inter_head="mlp3", last_bn=True, temperature=0.2, alpha_max=1.0, alpha_schedule="cosine",
               pred_loss_weight=1.0, pred_loss_reduction="sum", shared_final_norm=True, momentum_base=0.99,
               wd_exclude_1d=True)
+
+
+@pytest.mark.parametrize("name", ["sd_byol", "sd_simclr"])
+def test_predictor_lr_scale_applies_to_the_predictors_only(name):
+    method = _method(name, "method.predictor_lr_scale=10")
+    predictor_ids = {id(p) for m in method.predictors() for p in m.parameters()}
+    scales = {id(p): g["lr_scale"] for g in method.param_groups() for p in g["params"]}
+    trainable = {id(p) for m in method.trainable_modules() for p in m.parameters() if p.requires_grad}
+    assert set(scales) == trainable and len(scales) == sum(len(g["params"]) for g in method.param_groups())
+    assert {scales[i] for i in predictor_ids} == ({10.0} if name == "sd_byol" else set())
+    assert {s for i, s in scales.items() if i not in predictor_ids} == {1.0}
+
+
+def test_predictor_lr_scale_must_be_positive():
+    with pytest.raises(ValueError, match="method.predictor_lr_scale must be > 0"):
+        _method("byol", "method.predictor_lr_scale=0")
