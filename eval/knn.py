@@ -57,8 +57,8 @@ def knn_classify(train_features: torch.Tensor, train_labels: torch.Tensor, test_
 
 def run(ctx) -> tuple[dict, str, dict]:
     """k-NN on ``eval.token`` (and on every block's token when ``knn.per_layer``), with the
-    health (RankMe, per-dimension std, pairwise cosine) of the test features of ``eval.token``:
-    a k-NN number beside the rank of the features it was read from."""
+    health (RankMe raw and centred, per-dimension std, pairwise cosine) of the test features of
+    ``eval.token``: a k-NN number beside the rank of the features it was read from."""
     c = ctx.cfg.knn
     token = ctx.token
     names = [token] + ([f"{token}@{l}" for l in ctx.layers] if c.per_layer else [])

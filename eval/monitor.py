@@ -1,6 +1,7 @@
 """Monitors that read the live encoder during training the way evaluation reads an exported one.
 
-* ``HealthHook``: RankMe, per-dimension std and mean pairwise cosine (``common.health``) of
+* ``HealthHook``: RankMe (raw and centred; the progress bar and the collapse warning use the
+  raw one), per-dimension std and mean pairwise cosine (``common.health``) of
   each monitored encoder (student and teacher for teacher-student methods: the method's
   ``monitored_encoders()``, ``common.method.Method``) on a fixed batch of unaugmented training images;
 * ``KnnHook``: the k-NN protocol (``eval.knn.knn_classify``, eval's ``k``, ``T``, token and

@@ -91,9 +91,10 @@ def floor_row_label(name: str, init: str | None, archs: dict) -> str:
     return f"{label}, {arch_label(archs[key])}" if key in archs else label
 
 
-def rankme_cell(rec: dict | None) -> str:
-    """RankMe of the k-NN test features (eval/knn.py), seed 0."""
-    value = None if rec is None else rec["metrics"].get(f"health/{rec.get('feature')}/rankme")
+def rankme_cell(rec: dict | None, metric: str) -> str:
+    """``metric`` (``rankme`` or ``rankme_centered``, common/health.py) of the k-NN test features
+    (eval/knn.py), seed 0; – for a record made before eval measured it."""
+    value = None if rec is None else rec["metrics"].get(f"health/{rec.get('feature')}/{metric}")
     return "–" if value is None else f"{value:.1f}"
 
 
@@ -237,11 +238,17 @@ def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
              "against its own architecture, class token included, read at the patch mean too. "
              "RankMe is the "
              "effective rank (Garrido et al. 2023) of the 2,000 test images' k-NN features of seed 0: 1 "
-             "means one direction for every image, the encoder width is the ceiling.", "",
+             "means one direction for every image, the encoder width is the ceiling. \"RankMe (centred)\" "
+             "is the effective rank of the same features minus their mean over the images, so of how the "
+             "images differ from one another: a large mean vector shared by every image (the patch mean of "
+             "an encoder with a fixed sin-cos position embedding carries one) dominates the spectrum and can "
+             "hold the raw RankMe near 1 for a trained encoder and its random init alike, while the centred "
+             "one counts the directions the images spread along; – marks a record made before eval "
+             "measured it.", "",
              "| paper | method | run | " + " | ".join([COLUMNS[0][0], "k-NN − floor (init)", "RankMe",
-                                                     *(c[0] for c in COLUMNS[1:])]) +
+                                                     "RankMe (centred)", *(c[0] for c in COLUMNS[1:])]) +
              " | best block (linear) | pretrain time (min) | pretrain peak mem (GB) |",
-             "|" + "---|" * (len(COLUMNS) + 8)]
+             "|" + "---|" * (len(COLUMNS) + 9)]
     ordered = sorted(runs.items(), key=lambda kv: (kv[1]["paper"], kv[0]))
     names = [name for name, _ in ordered] + ["pixels"] + sorted(r for r in rows if r.startswith("random"))
     for name in names:
@@ -256,7 +263,8 @@ def render(results_root: Path, scale: str, out: Path, plots: Path) -> str:
         cost = [f"{seconds / 60:.1f}" if seconds else "–", f"{mem / 1024:.2f}" if mem else "–"]
         cells = [_seeded_cell(seed_values(rows, seeds, name, column), out) if column[0] in SEEDED
                  else _cell(recs.get((column[1], column[3])), column[2], out) for column in COLUMNS]
-        cells[1:1] = [above_floor(rows, seeds, name, floors), rankme_cell(recs.get(("knn", "")))]
+        cells[1:1] = [above_floor(rows, seeds, name, floors), *(rankme_cell(recs.get(("knn", "")), metric)
+                                                               for metric in ("rankme", "rankme_centered"))]
         method = floor_row_label(name, any_rec.get("init"), floors[0]) if name.startswith("random") \
             else any_rec.get("method")
         lines.append(f"| {paper} | {method} | {name} | " + " | ".join([*cells, best, *cost]) + " |")

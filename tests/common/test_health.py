@@ -1,5 +1,6 @@
 """Representation health: RankMe against its definition and an independent numpy formula,
-mean pairwise cosine against a double loop, per-dimension std."""
+centred RankMe against the spectrum of a hand-centred matrix, mean pairwise cosine against a
+double loop, per-dimension std."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.health import health_metrics, mean_pairwise_cosine, rankme
+from common.health import health_metrics, mean_pairwise_cosine, rankme, rankme_centered
 
 
 def rankme_numpy(z: np.ndarray, eps: float = 1e-7) -> float:
@@ -42,6 +43,36 @@ def test_rankme_agrees_with_numpy_formula():
     assert 1.5 < rankme(z) < 32
 
 
+def test_centred_rankme_sees_the_directions_a_large_shared_offset_hides_from_raw_rankme():
+    n, d = 8, 16
+    offset = 1000.0 * torch.ones(d, dtype=torch.float64) / math.sqrt(d)
+    z = torch.eye(n, d, dtype=torch.float64) + offset  # e_i + c: every row shares c
+    assert rankme(z) < 1.05
+    # centred by hand: e_i - mean_j e_j, i.e. the n x n centring matrix I - 11^T/n padded with
+    # zeros, a projection of rank n - 1: singular values n - 1 ones and one zero
+    eps = 1e-7
+    p_one, p_zero = 1.0 / (n - 1) + eps, eps
+    expected = math.exp(-((n - 1) * p_one * math.log(p_one) + p_zero * math.log(p_zero)))
+    assert expected == pytest.approx(n - 1, rel=1e-4)
+    assert rankme_centered(z) == pytest.approx(expected, rel=1e-6)
+
+
+def test_centred_rankme_of_identical_rows_or_one_row_is_one():
+    for z in (torch.full((50, 8), 0.7), torch.full((50, 8), 0.7, dtype=torch.float64),
+              torch.randn(1, 8), torch.randn(1, 8).expand(30, 8)):
+        assert rankme(z) == pytest.approx(1.0, abs=1e-4)
+        assert rankme_centered(z) == pytest.approx(1.0, abs=1e-4)
+    assert rankme_centered(torch.full((50, 8), 0.7)) == 1.0  # float32 rows centre to exact zeros
+
+
+def test_centring_leaves_rankme_of_zero_mean_features_unchanged():
+    torch.manual_seed(0)
+    x = torch.randn(100, 32, dtype=torch.float64) * torch.logspace(0, -3, 32, dtype=torch.float64)
+    z = torch.cat([x, -x])  # mean zero by construction
+    assert rankme_centered(z) == pytest.approx(rankme(z), rel=1e-9)
+    assert 1.5 < rankme(z) < 32
+
+
 def test_mean_pairwise_cosine_matches_double_loop():
     torch.manual_seed(0)
     z = torch.randn(9, 5) + 0.5
@@ -58,11 +89,14 @@ def test_health_metrics_std_mean_and_min():
     stds = [2.0, 0.0, math.sqrt(3.0)]  # unbiased std over samples, per dimension
     assert h["std_mean"] == pytest.approx(sum(stds) / 3)
     assert h["std_min"] == pytest.approx(0.0)
-    assert set(h) == {"rankme", "std_mean", "std_min", "cos_mean"}
+    assert set(h) == {"rankme", "rankme_centered", "std_mean", "std_min", "cos_mean"}
+    assert h["rankme_centered"] == pytest.approx(rankme_centered(z))
 
 
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         rankme(torch.ones(4))
+    with pytest.raises(ValueError, match=r"\[N, D\]"):
+        rankme_centered(torch.ones(0, 3))
     with pytest.raises(ValueError, match="at least 2 samples"):
         mean_pairwise_cosine(torch.ones(1, 3))

@@ -298,7 +298,7 @@ def test_image_folder_with_val_split_and_resize(tiny_encoder, tmp_path):
     assert rec["dataset"].startswith("imagefolder:") and len(rec["dataset_hash"]) == 64
 
 
-def test_knn_record_carries_the_rankme_of_the_test_features_it_classified(tiny_encoder, eval_cfg, tmp_path):
+def test_knn_record_carries_the_raw_and_centred_rankme_of_the_test_features_it_classified(tiny_encoder, eval_cfg, tmp_path):
     import numpy as np
 
     from eval import knn
@@ -311,4 +311,8 @@ def test_knn_record_carries_the_rankme_of_the_test_features_it_classified(tiny_e
     sigma = np.linalg.svd(z, compute_uv=False)
     p = sigma / sigma.sum() + 1e-7
     assert metrics[f"health/{token}/rankme"] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-6)
+    sigma = np.linalg.svd(z - z.mean(axis=0), compute_uv=False)
+    p = sigma / sigma.sum() + 1e-7
+    assert metrics[f"health/{token}/rankme_centered"] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())),
+                                                                       rel=1e-6)
     assert -1.0 <= metrics[f"health/{token}/cos_mean"] <= 1.0

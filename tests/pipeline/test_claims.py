@@ -104,7 +104,9 @@ def test_results_show_mean_std_over_seeds_and_the_claims(fake_results):
     # seed rows are folded into their run's row, not listed on their own
     assert "| bootleg-seed1 |" not in text
     mae_row = next(line for line in text.splitlines() if line.startswith("| bootleg | mae | mae |"))
-    assert "| [60.0](results/cross/mini/mae/knn.json) | – | – | [70.0](results/cross/mini/mae/linear.json) |" in mae_row
+    # k-NN, k-NN − floor, RankMe, RankMe (centred), linear
+    assert "| [60.0](results/cross/mini/mae/knn.json) | – | – | – | [70.0](results/cross/mini/mae/linear.json) |" \
+        in mae_row
     assert "smoke" not in text
 
     table = json.loads((tmp / "claims.json").read_text())
@@ -146,13 +148,16 @@ def test_each_row_is_measured_against_the_floor_of_its_own_init_and_shows_its_ra
     floors = tmp / "results" / "cross" / "floors-cross-mini"
     for init, knn in (("ijepa", 45.0), ("timm", 57.0)):
         _write(floors, f"random-init-{init}", "knn", knn, {"knn/avgpool/k20/top1": knn,
-                                                            "health/avgpool/rankme": 1.7})
+                                                            "health/avgpool/rankme": 1.7,
+                                                            "health/avgpool/rankme_centered": 21.06})
         path = floors / f"random-init-{init}" / "knn.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "init": init, "feature": "avgpool"}))
     for run, init in (("bootleg", "ijepa"), ("bootleg-seed1", "ijepa"), ("bootleg-seed2", "ijepa"), ("mae", "timm")):
         path = root / run / "knn.json"
         rec = json.loads(path.read_text())
         rec["metrics"]["health/avgpool/rankme"] = 12.34
+        if run == "bootleg":  # mae's record is older than centred RankMe
+            rec["metrics"]["health/avgpool/rankme_centered"] = 30.06
         path.write_text(json.dumps({**rec, "init": init, "feature": "avgpool"}))
     out = tmp / "RESULTS.md"
     assert results.main(["--results-root", str(tmp / "results"), "--scale", "mini", "--out", str(out),
@@ -160,12 +165,15 @@ def test_each_row_is_measured_against_the_floor_of_its_own_init_and_shows_its_ra
     lines = out.read_text().splitlines()
     bootleg = next(line for line in lines if line.startswith("| bootleg | bootleg | bootleg |"))
     # the mean over the three seeds (51.0) against the I-JEPA-init floor (45.0), not the timm one
-    assert "| +6.0 (ijepa, depth 6, patch 4, patch mean) | 12.3 |" in bootleg
+    assert "| +6.0 (ijepa, depth 6, patch 4, patch mean) | 12.3 | 30.1 |" in bootleg
     mae = next(line for line in lines if line.startswith("| bootleg | mae | mae |"))
-    assert "| +3.0 (timm, depth 6, patch 4, patch mean) | 12.3 |" in mae
+    assert "| +3.0 (timm, depth 6, patch 4, patch mean) | 12.3 | – |" in mae
     floor = next(line for line in lines if line.startswith("| floor |") and "| random-init-ijepa |" in line)
     assert floor.startswith("| floor | random init (ijepa init), depth 6, patch 4, patch mean | random-init-ijepa |")
-    assert "| – | 1.7 |" in floor
+    assert "| – | 1.7 | 21.1 |" in floor
+    header = next(line for line in lines if line.startswith("| paper |"))
+    assert "| k-NN | k-NN − floor (init) | RankMe | RankMe (centred) | linear (last block) |" in header
+    assert lines[lines.index(header) + 1].count("---|") == header.count("|") - 1
 
 
 def _with(path, **fields):
