@@ -14,7 +14,7 @@ rebuilt bit for bit does not re-train the students).
     python scripts/repro_lanes.py                          # every changed stage, 2 lanes x 1 thread
     python scripts/repro_lanes.py 'pretrain_seed@*' --lanes 2 --threads 1   # those and their upstream
     python scripts/repro_lanes.py --dry-run                # the stages it would run, in order
-    python scripts/repro_lanes.py --first 'teachers' --first '*@distill*'  # these (and their upstream) first
+    python scripts/repro_lanes.py --first 'teachers' --first '*@distill*'  # these (and their upstream) first, in that order
     python scripts/repro_lanes.py --allow-missing          # in a clone without the DVC cache: what changed
 
 A stage that fails stops the stages downstream of it (the others go on); its log is named at
@@ -91,15 +91,19 @@ def plan(repo, targets: list[str], allow_missing: bool = False) -> Plan:
 
 def put_first(todo: Plan, patterns: list[str]) -> Plan:
     """The same plan with the stages matching `patterns`, and the planned stages they need, moved
-    to the front: what should be done first when a pipeline may not finish in one sitting.
-    Moving a set closed under `needs` to the front keeps a dependency order."""
-    wanted = {name for name in todo.order if any(fnmatch.fnmatchcase(name, p) for p in patterns)}
-    frontier = list(wanted)
-    while frontier:
-        for upstream in todo.needs[frontier.pop()] - wanted:
-            wanted.add(upstream)
-            frontier.append(upstream)
-    order = [n for n in todo.order if n in wanted] + [n for n in todo.order if n not in wanted]
+    to the front, one pattern after the other: what should be done first when a pipeline may not
+    finish in one sitting (e.g. one paper's stages, so its tables can be read before the rest).
+    Each tier is closed under `needs` over what earlier tiers left, so a dependency order is kept."""
+    order: list[str] = []
+    for pattern in patterns:
+        wanted = {n for n in todo.order if n not in order and fnmatch.fnmatchcase(n, pattern)}
+        frontier = list(wanted)
+        while frontier:
+            for upstream in todo.needs[frontier.pop()] - wanted - set(order):
+                wanted.add(upstream)
+                frontier.append(upstream)
+        order += [n for n in todo.order if n in wanted]
+    order += [n for n in todo.order if n not in order]
     return Plan(order, todo.needs, todo.cmds, todo.wdirs, todo.changed, todo.restored)
 
 
@@ -222,7 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads of each stage (default 1)")
     p.add_argument("--log-dir", type=Path, help="default: .dvc/tmp/lanes of the repository")
     p.add_argument("--first", action="append", default=[], metavar="GLOB",
-                   help="run the stages matching GLOB (and the planned stages they need) before the others")
+                   help="run the stages matching GLOB (and the planned stages they need) before the others; "
+                        "repeated, in the order given")
     p.add_argument("--allow-missing", action="store_true",
                    help="a stage whose outputs are merely absent (no DVC cache or remote) counts as done; "
                         "it is rebuilt only where a stage that runs needs them")

@@ -140,6 +140,14 @@ def test_first_moves_the_matching_stages_and_what_they_need_to_the_front(tmp_pat
     assert lanes(root, "--dry-run", "--first", "c").stdout.split() == ["a", "c", "b"]
 
 
+def test_repeated_first_runs_its_patterns_in_the_order_given(tmp_path):
+    root = chain(tmp_path)
+    assert lanes(root, "--dry-run", "--first", "c", "--first", "b").stdout.split() == ["a", "c", "b"]
+    assert lanes(root, "--dry-run", "--first", "b", "--first", "c").stdout.split() == ["a", "b", "c"]
+    # a later pattern's match that an earlier tier already placed is not moved again
+    assert lanes(root, "--dry-run", "--first", "c", "--first", "a").stdout.split() == ["a", "c", "b"]
+
+
 def test_allow_missing_runs_what_changed_and_rebuilds_only_the_missing_inputs_it_needs(tmp_path):
     root = chain(tmp_path)
     assert lanes(root).returncode == 0
