@@ -15,6 +15,7 @@ rebuilt bit for bit does not re-train the students).
     python scripts/repro_lanes.py 'pretrain_seed@*' --lanes 2 --threads 1   # those and their upstream
     python scripts/repro_lanes.py --dry-run                # the stages it would run, in order
     python scripts/repro_lanes.py --first 'teachers' --first '*@distill*'  # these (and their upstream) first, in that order
+    # (a glob matching a table@ stage, e.g. '*@udi*', brings in all that the table needs)
     python scripts/repro_lanes.py --allow-missing          # in a clone without the DVC cache: what changed
 
 A stage that fails stops the stages downstream of it (the others go on); its log is named at
