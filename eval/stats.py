@@ -13,8 +13,10 @@ def mean_std(values: Iterable[float]) -> tuple[float, float | None]:
 
 
 def mean_pm_std(values: Iterable[float]) -> str:
-    """``51.0 ± 1.0``: mean ± sample std, one decimal (the tables' number format); at least two values."""
+    """``51.0 ± 1.0``: mean ± sample std, one decimal (the tables' number format); at least two values.
+    A std that one decimal would print as 0.0 (seeds agreeing within 0.05) gets two: ``67.51 ± 0.03``."""
     mean, std = mean_std(values)
     if std is None:
         raise ValueError("mean ± std needs at least two values")
-    return f"{mean:.1f} ± {std:.1f}"
+    digits = 1 if round(std, 1) > 0 else 2
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -239,9 +239,21 @@ def cell(column: Column, row: Row) -> tuple[str, list[dict], int]:
     return text, records, len(seeds)
 
 
+def floor_row(floor: Floor, rows: Sequence[Row]) -> Row:
+    """A floor's row, read at the head feature of the first row measured on one of the floor's
+    runs (where the floor has that head): a run with several heads (UDI's two class tokens and
+    both together) is measured against its floor's same head, not the floor's best one."""
+    records = load_run(floor.out_dir)
+    features = [row.feature for row in rows if row.feature is not None
+                and any(r.get("run") in floor.runs for r in row.records.values())]
+    feature = next(iter(features), None)
+    has = any(feature in (r.get("features") or []) for r in records.values())
+    return Row(f"floor: {floor.label}", records, feature=feature if has else None)
+
+
 def markdown(table: Table, floors: Sequence[Floor] = ()) -> str:
     """The table, its floor rows last, its notes, then the provenance of every number shown."""
-    rows = [*table.rows, *(Row(f"floor: {floor.label}", load_run(floor.out_dir)) for floor in floors)]
+    rows = [*table.rows, *(floor_row(floor, table.rows) for floor in floors)]
     header = ["row", *(c.header for c in table.columns), "pretrain time", *table.paper_headers]
     lines = [f"### {table.title}", "", _md(header), "|---" * len(header) + "|"]
     shown: dict[str, dict] = {}

@@ -187,6 +187,33 @@ def test_cells_read_the_rows_feature_and_show_the_difference_to_a_baseline(tmp_p
     assert blocks[-2:] == ["| ours | 60.0 | 61.0 |", "| Δ ours | +1.0 | — |"]
 
 
+def test_a_floor_row_reads_the_head_its_runs_row_reads_where_the_floor_has_it(tmp_path):
+    # a floor of a two-token encoder has a head per token and one on both; its best head (both,
+    # 69.2) is not what the row of a single-token head is measured against
+    heads = {"linear/cls_last4/best/top1": 65.5, "linear/cls_plus_last4/best/top1": 66.8,
+             "linear/cls_last4+cls_plus_last4/best/top1": 69.2}
+    _record(tmp_path / "random-init-timm-udi", "linear", 69.2, features=list(k.split("/")[1] for k in heads),
+            metrics={**heads, "linear/best/top1": 69.2}, metric="linear/best/top1")
+    _record(tmp_path / "pixels", "linear", 83.8, features=["pixels"],
+            metrics={"linear/pixels/best/top1": 83.8, "linear/best/top1": 83.8}, metric="linear/best/top1")
+    floors = [tables.Floor("pixels", None, {}, tmp_path / "pixels"),
+              tables.Floor("random-init-timm-udi", {"init": "timm"}, {}, tmp_path / "random-init-timm-udi", ("udi",))]
+    _record(tmp_path / "udi", "linear", 71.2, features=list(k.split("/")[1] for k in heads), run="udi",
+            metrics={"linear/cls_last4/best/top1": 69.4, "linear/cls_last4+cls_plus_last4/best/top1": 71.2},
+            metric="linear/best/top1")
+    columns = [Column("linear", "linear", "linear/{feature}/best/top1")]
+    udi = load_run(tmp_path / "udi")
+    text = markdown(Table("t", columns, [Row("UDI", udi, feature="cls_last4"),
+                                         Row("both", udi, feature="cls_last4+cls_plus_last4")]), floors)
+    assert "| UDI | 69.4 | — |" in text and "| both | 71.2 | — |" in text
+    assert "| floor: random init (timm init) for udi | 65.5 | — |" in text  # the first row of its run
+    assert "| floor: raw pixels | 83.8 | — |" in text  # the floor of no run: its own head
+    other = markdown(Table("t", columns, [Row("DINO", {"linear": {**udi["linear"], "run": "dino"}}, feature="cls_last4")]),
+                     floors)
+    assert "| floor: random init (timm init) for udi | 69.2 | — |" in other  # no row of its run: its record's headline
+
+
+
 def _seeded(root: Path, run: str, knn: Sequence[float | None], linear: Sequence[float | None]) -> None:
     """Records of `run` (seed 0) and of `run-seed<i>` beside it; None: that seed has no record."""
     for i, (k, l) in enumerate(zip(knn, linear)):

@@ -48,6 +48,7 @@ def test_sample_std_divides_by_n_minus_one():
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert mean_std([4.0]) == (4.0, None)
     assert mean_pm_std([50.0, 52.0, 54.0]) == "52.0 ± 2.0"
+    assert mean_pm_std([67.54, 67.51, 67.49]) == "67.51 ± 0.03"  # not "± 0.0": seeds that agree say how well
     with pytest.raises(ValueError, match="at least two"):
         mean_pm_std([4.0])
 
