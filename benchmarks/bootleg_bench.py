@@ -75,8 +75,8 @@ def bench_masks(repeats: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def matmul_gflops(repeats: int, n: int = 2048, clock=time.perf_counter) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(repeats: int, n: int = 2048, clock=time.perf_counter, dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n ** 3 / median_time(lambda: a @ b, repeats, clock=clock) / 1e9
 
 

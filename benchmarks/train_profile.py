@@ -20,7 +20,8 @@ directory (`--out` keeps it) with `train.log_every=1`, and prints:
 * FLOPs per training step (`common.cost.measure_step`: `training_step` forward + backward
   counted by FlopCounterMode, CPU attention included, at batch 2, times the batch), the
   achieved GFLOP/s over the window's wall time and over its step phase alone, a 2048x2048 fp32
-  matmul's GFLOP/s measured in the same process afterwards (same torch threads) and the % of it;
+  matmul's GFLOP/s measured in the same process afterwards (same torch threads) and the % of it
+  (with `train.precision=bf16` also a bf16 matmul's, the ceiling of a bf16 step);
 * the load average before and after (`/proc/loadavg`): on a shared machine the figures are
   only comparable at similar loads.
 
@@ -181,6 +182,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{torch.get_num_threads()} threads)")
         print(f"achieved: {wall_rate:.1f} GFLOP/s over the window's wall time = {100 * wall_rate / peak:.0f}% "
               f"of the matmul; {step_rate:.1f} GFLOP/s over its step phase = {100 * step_rate / peak:.0f}%")
+        if cfg.train.get("precision") == "bf16":
+            # a CPU with AMX runs a bf16 matmul several times faster than fp32: that is the bf16 step's ceiling
+            peak16 = matmul_gflops(args.matmul_repeats, dtype=torch.bfloat16)
+            print(f"bf16 2048x2048 matmul: {peak16:.1f} GFLOP/s; achieved = {100 * wall_rate / peak16:.0f}% of it "
+                  f"over the wall time, {100 * step_rate / peak16:.0f}% over the step phase")
 
         if hook is not None and hook.profiler is not None:
             print(f"\ntorch.profiler, steps {args.profile_steps + 1}..{2 * args.profile_steps}, "
