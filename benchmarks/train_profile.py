@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"achieved: {wall_rate:.1f} GFLOP/s over the window's wall time = {100 * wall_rate / peak:.0f}% "
               f"of the matmul; {step_rate:.1f} GFLOP/s over its step phase = {100 * step_rate / peak:.0f}%")
         if cfg.train.get("precision") == "bf16":
-            # a CPU with AMX runs a bf16 matmul several times faster than fp32: that is the bf16 step's ceiling
+            # a CPU with bf16 matrix instructions (AMX, AVX-512 BF16) runs a bf16 matmul 2-6x faster
+            # than fp32 (BENCHMARKS.md): that, not the fp32 matmul, is a bf16 step's ceiling
             peak16 = matmul_gflops(args.matmul_repeats, dtype=torch.bfloat16)
             print(f"bf16 2048x2048 matmul: {peak16:.1f} GFLOP/s; achieved = {100 * wall_rate / peak16:.0f}% of it "
                   f"over the wall time, {100 * step_rate / peak16:.0f}% over the step phase")
